@@ -1,0 +1,154 @@
+"""A recording SMTP client: Python's smtplib, with a tap on each direction.
+
+smtplib writes through :meth:`smtplib.SMTP.send` and reads replies through
+the file object that :meth:`smtplib.SMTP.getreply` creates, so those are the two
+places we record. It connects to 127.0.0.1 but is told which lab host it is
+talking to, so the transcript names hosts, not ports.
+"""
+
+from __future__ import annotations
+
+import io
+import smtplib
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from smtplab.journal import WireJournal
+from smtplab.protocol import split_enhanced
+from smtplab.wire import WireLog
+
+DEFAULT_TIMEOUT = 10.0
+
+
+class _RecordingReader(io.RawIOBase):
+    """Wraps the socket file smtplib reads replies from."""
+
+    def __init__(self, inner: Any, wire: WireLog):
+        super().__init__()
+        self._inner = inner
+        self._wire = wire
+
+    def readline(self, size: int | None = -1) -> bytes:
+        line = self._inner.readline(size)
+        if line:
+            self._wire.record("server", line)
+        return line
+
+    def close(self) -> None:
+        self._inner.close()
+        super().close()
+
+
+class RecordingClient(smtplib.SMTP):
+    """smtplib.SMTP that records the conversation into a WireLog (client view)."""
+
+    def __init__(
+        self,
+        server_name: str,
+        *,
+        client_name: str,
+        journal: WireJournal | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ):
+        self.server_name = server_name
+        self.journal = journal
+        self.wire: WireLog | None = None
+        super().__init__(local_hostname=client_name, timeout=timeout)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock = super()._get_socket(host, port, timeout)
+        local = sock.getsockname()
+        self.wire = WireLog(
+            client=self.local_hostname, server=self.server_name, view="client", peer=local[:2]
+        )
+        if self.journal is not None:
+            self.journal.opened(self.wire)
+        return sock
+
+    def putcmd(self, cmd: str, args: str = "") -> None:
+        """Verbs in capitals, as most mail programs write them (servers accept any case)."""
+        super().putcmd(cmd.upper(), args)
+
+    def send(self, s: str | bytes) -> None:
+        data = s.encode(self.command_encoding) if isinstance(s, str) else s
+        if self.sock is not None and self.wire is not None:
+            self.wire.record("client", data)
+        super().send(data)
+
+    def getreply(self) -> tuple[int, bytes]:
+        if self.file is None and self.sock is not None and self.wire is not None:
+            self.file = _RecordingReader(self.sock.makefile("rb"), self.wire)
+        return super().getreply()
+
+    def close(self) -> None:
+        super().close()
+        if self.wire is not None:
+            if self.journal is not None:
+                self.journal.closed(self.wire)
+            else:
+                self.wire.close()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the server said about one recipient, and at which step."""
+
+    recipient: str
+    code: int | None
+    text: str
+    stage: str
+
+    @property
+    def accepted(self) -> bool:
+        return self.code is not None and self.code // 100 == 2
+
+    @property
+    def enhanced(self) -> str | None:
+        return split_enhanced(self.text)[0]
+
+    def __str__(self) -> str:
+        code = "---" if self.code is None else str(self.code)
+        return f"{self.recipient}: {code} {self.text} (at {self.stage})"
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+
+
+def transact(
+    client: smtplib.SMTP, sender: str, recipients: list[str], message: bytes
+) -> list[Outcome]:
+    """One mail transaction (RFC 5321 §3.3): MAIL, RCPT per recipient, DATA, QUIT.
+
+    Unlike smtplib.sendmail it keeps every recipient's own reply, which is what
+    a reader needs to see which recipient failed and why.
+    """
+    outcomes: dict[str, Outcome] = {}
+    try:
+        client.ehlo_or_helo_if_needed()
+        code, reply = client.mail(sender)
+        if code != 250:
+            return [Outcome(r, code, _text(reply), "MAIL") for r in recipients]
+        for rcpt in recipients:
+            code, reply = client.rcpt(rcpt)
+            if code not in (250, 251):
+                outcomes[rcpt] = Outcome(rcpt, code, _text(reply), "RCPT")
+        accepted = [r for r in recipients if r not in outcomes]
+        if accepted:
+            try:
+                code, reply = client.data(message)
+            except smtplib.SMTPDataError as error:
+                code, reply = error.smtp_code, error.smtp_error
+            for rcpt in accepted:
+                outcomes[rcpt] = Outcome(rcpt, code, _text(reply), "DATA")
+        else:
+            client.rset()
+        client.quit()
+    except (smtplib.SMTPServerDisconnected, OSError) as error:
+        for rcpt in recipients:
+            outcomes.setdefault(
+                rcpt, Outcome(rcpt, None, f"connection lost: {error}", "connection")
+            )
+        client.close()
+    return [outcomes[r] for r in recipients]

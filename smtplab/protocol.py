@@ -1,0 +1,140 @@
+"""SMTP rules as data, with no I/O.
+
+Theory of operation
+-------------------
+Everything here is a pure function or a table. The servers, the client and the
+transcript all lean on it, so that a rule (what 354 means, how a lone dot ends
+DATA, where an enhanced status code sits in a reply) is written exactly once.
+
+* Replies (RFC 5321 §4.2): ``NNN-text`` continues a multi-line reply and
+  ``NNN text`` ends it. An enhanced status code (RFC 3463, RFC 2034) may open
+  the text: ``250 2.1.0 Ok``.
+* The message body travels "dot-stuffed" (RFC 5321 §4.5.2): a line that starts
+  with ``.`` gets one more ``.`` on the wire, and the data ends with
+  ``CRLF . CRLF``.
+* Line limits (RFC 5321 §4.5.3.1): a command line is at most 512 octets and a
+  text line at most 1000, both counting the CRLF.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+CRLF = b"\r\n"
+END_OF_DATA = b"\r\n.\r\n"
+COMMAND_LINE_LIMIT = 512
+TEXT_LINE_LIMIT = 1000
+
+_REPLY_LINE = re.compile(r"^(?P<code>[2-5][0-9][0-9])(?P<sep>[ -]|$)(?P<text>.*)$", re.DOTALL)
+_ENHANCED = re.compile(r"^(?P<status>[245]\.\d{1,3}\.\d{1,3})(?: |$)")
+
+#: What each reply code means, from RFC 5321 §4.2.2 and §4.2.3 (plus 538 from
+#: RFC 4954 and 556 from RFC 7504). The transcript shows these on hover.
+REPLY_MEANINGS: dict[int, str] = {
+    211: "System status, or system help reply",
+    214: "Help message",
+    220: "Service ready",
+    221: "Service closing transmission channel",
+    235: "Authentication succeeded",
+    250: "Requested mail action okay, completed",
+    251: "User not local; will forward",
+    252: "Cannot VRFY user, but will accept message and attempt delivery",
+    334: "Server challenge (AUTH continues)",
+    354: "Start mail input; end with <CRLF>.<CRLF>",
+    421: "Service not available, closing transmission channel",
+    432: "A password transition is needed",
+    450: "Requested mail action not taken: mailbox unavailable (try again later)",
+    451: "Requested action aborted: local error in processing",
+    452: "Requested action not taken: insufficient system storage",
+    454: "Temporary authentication failure",
+    455: "Server unable to accommodate parameters",
+    500: "Syntax error, command unrecognized",
+    501: "Syntax error in parameters or arguments",
+    502: "Command not implemented",
+    503: "Bad sequence of commands",
+    504: "Command parameter not implemented",
+    530: "Authentication required",
+    534: "Authentication mechanism is too weak",
+    535: "Authentication credentials invalid",
+    538: "Encryption required for requested authentication mechanism",
+    550: "Requested action not taken: mailbox unavailable",
+    551: "User not local",
+    552: "Requested mail action aborted: exceeded storage allocation",
+    553: "Requested action not taken: mailbox name not allowed",
+    554: "Transaction failed",
+    555: "MAIL FROM/RCPT TO parameters not recognized or not implemented",
+    556: "Domain does not accept mail",
+}
+
+#: The first digit of a reply code, RFC 5321 §4.2.1.
+REPLY_CLASSES: dict[int, str] = {
+    2: "Positive Completion: the action succeeded",
+    3: "Positive Intermediate: send more information",
+    4: "Transient Negative Completion: try again later",
+    5: "Permanent Negative Completion: do not repeat as is",
+}
+
+
+def reply_meaning(code: int) -> str:
+    """The RFC text for ``code``, falling back to the meaning of its class."""
+    return REPLY_MEANINGS.get(code) or REPLY_CLASSES.get(code // 100, "Unknown reply code")
+
+
+@dataclass(frozen=True)
+class ReplyLine:
+    """One line of a reply: its code, whether it is the last line, and its text."""
+
+    code: int
+    last: bool
+    text: str
+
+
+def parse_reply_line(line: str) -> ReplyLine | None:
+    """Parse ``250-SIZE 1000`` or ``250 Ok``; ``None`` when it is not a reply line."""
+    match = _REPLY_LINE.match(line)
+    if match is None:
+        return None
+    return ReplyLine(int(match["code"]), match["sep"] != "-", match["text"])
+
+
+def split_enhanced(text: str) -> tuple[str | None, str]:
+    """Split ``2.0.0 Ok`` into ``("2.0.0", "Ok")`` (RFC 3463); text without one is kept."""
+    match = _ENHANCED.match(text)
+    if match is None:
+        return None, text
+    return match["status"], text[match.end() :]
+
+
+def command_verb(line: str) -> str:
+    """The verb of a command line, upper-cased: ``mail FROM:<a@b>`` gives ``MAIL``."""
+    return line.split(" ", 1)[0].upper()
+
+
+def dot_stuff(body: bytes) -> bytes:
+    """Make ``body`` safe to send after DATA (RFC 5321 §4.5.2), terminator included.
+
+    ``body`` uses CRLF line endings. A leading dot on any line is doubled, a
+    missing final CRLF is added, and the lone-dot line ends the data.
+    """
+    if body and not body.endswith(CRLF):
+        body += CRLF
+    stuffed = body.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    return stuffed + b".\r\n"
+
+
+def dot_unstuff(wire: bytes) -> bytes:
+    """Undo :func:`dot_stuff`: strip the terminator and one leading dot per line."""
+    if wire.endswith(b".\r\n"):
+        wire = wire[:-3]
+    unstuffed = wire.replace(b"\r\n..", b"\r\n.")
+    if unstuffed.startswith(b".."):
+        unstuffed = unstuffed[1:]
+    return unstuffed
+
+
+def normalize_newlines(text: bytes) -> bytes:
+    """Turn bare LF and bare CR into CRLF, the only line ending SMTP knows (§2.3.8)."""
+    return re.sub(rb"\r\n|\r|\n", CRLF, text)

@@ -1,0 +1,85 @@
+"""The lab's topology as plain data: domains, users, MX records and servers.
+
+A :class:`World` describes; a :class:`~smtplab.lab.Lab` builds and runs it. Host
+names are fixed and fictional (RFC 2606 example domains), so transcripts read
+the same on every machine; the real ports are assigned at start-up and never
+appear in a transcript.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["mx", "submission", "submissions", "relay"]
+
+
+@dataclass(frozen=True)
+class User:
+    address: str
+    password: str
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A mail domain: its users and its MX records as ``(preference, host)``."""
+
+    name: str
+    users: tuple[User, ...]
+    mx: tuple[tuple[int, str], ...]
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One lab server: its host name, its role and the domains it serves."""
+
+    host: str
+    role: Role
+    domains: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class World:
+    domains: tuple[Domain, ...]
+    servers: tuple[ServerSpec, ...]
+    client_host: str = "client.example.com"
+    users: tuple[User, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "users", tuple(u for d in self.domains for u in d.users))
+
+    def domain(self, name: str) -> Domain | None:
+        return next((d for d in self.domains if d.name == name.lower()), None)
+
+    def user(self, address: str) -> User | None:
+        return next((u for u in self.users if u.address == address.lower()), None)
+
+
+def default_world() -> World:
+    """example.com sends, example.org receives (with a primary and a backup MX)."""
+    return World(
+        domains=(
+            Domain(
+                "example.com",
+                users=(User("alice@example.com", "alice-lab-pw"),),
+                mx=((10, "mx.example.com"),),
+            ),
+            Domain(
+                "example.org",
+                users=(
+                    User("bob@example.org", "bob-lab-pw"),
+                    User("carol@example.org", "carol-lab-pw"),
+                ),
+                mx=((10, "mx1.example.org"), (20, "mx2.example.org")),
+            ),
+        ),
+        servers=(
+            ServerSpec("mx.example.com", "mx", ("example.com",)),
+            ServerSpec("mx1.example.org", "mx", ("example.org",)),
+            ServerSpec("mx2.example.org", "mx", ("example.org",)),
+        ),
+    )

@@ -1,0 +1,55 @@
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smtplab.protocol import (
+    command_verb,
+    dot_stuff,
+    dot_unstuff,
+    normalize_newlines,
+    parse_reply_line,
+    reply_meaning,
+    split_enhanced,
+)
+
+
+def test_reply_lines_continue_with_dash_and_end_with_space():
+    assert parse_reply_line("250-SIZE 1000").last is False
+    last = parse_reply_line("250 HELP")
+    assert (last.code, last.last, last.text) == (250, True, "HELP")
+    assert parse_reply_line("250").text == ""
+    assert parse_reply_line("hello") is None
+    assert parse_reply_line("199 too low") is None
+
+
+def test_enhanced_status_codes_are_split_off():
+    assert split_enhanced("2.1.0 Sender ok") == ("2.1.0", "Sender ok")
+    assert split_enhanced("5.7.1 <a@b>: Relay access denied")[0] == "5.7.1"
+    assert split_enhanced("Ok") == (None, "Ok")
+    assert split_enhanced("3.0.0 not a class") == (None, "3.0.0 not a class")
+
+
+def test_meanings_fall_back_to_the_reply_class():
+    assert reply_meaning(354).startswith("Start mail input")
+    assert reply_meaning(299).startswith("Positive Completion")
+
+
+def test_command_verb_is_upper_case():
+    assert command_verb("mail FROM:<a@b>") == "MAIL"
+    assert command_verb("QUIT") == "QUIT"
+
+
+def test_dot_stuffing_doubles_leading_dots_and_terminates():
+    assert dot_stuff(b".a\r\nb\r\n.\r\n") == b"..a\r\nb\r\n..\r\n.\r\n"
+    assert dot_stuff(b"no newline") == b"no newline\r\n.\r\n"
+
+
+@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\r\n"), max_size=20)))
+def test_dot_stuffing_round_trips(lines):
+    body = "".join(f"{line}\r\n" for line in lines).encode("utf-8", "surrogatepass")
+    wire = dot_stuff(body)
+    assert b"\r\n.\r\n" not in wire[:-3] and not wire[:-3].startswith(b".\r\n")
+    assert dot_unstuff(wire) == body
+
+
+def test_bare_line_endings_become_crlf():
+    assert normalize_newlines(b"a\nb\rc\r\nd") == b"a\r\nb\r\nc\r\nd"

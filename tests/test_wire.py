@@ -1,0 +1,105 @@
+"""The wire parser turns recorded bytes into events, following the server's rules."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smtplab.transcript import Command, Data, Note, Reply
+from smtplab.wire import WireLog, parse_conversation
+
+
+def conversation(*chunks):
+    return parse_conversation("c.example", "s.example", [(0.0, k, b) for k, b in chunks])
+
+
+def test_pipelined_commands_pair_with_replies_in_order():
+    events = conversation(
+        ("server", b"220 s ESMTP\r\n"),
+        ("client", b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+        ("server", b"250 ok\r\n250 ok\r\n354 go\r\n"),
+        ("client", b"Subject: hi\r\n\r\n..dot\r\n.\r\n"),
+        ("server", b"250 queued\r\n"),
+        ("close", b""),
+    )
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == [
+        "Opened",
+        "Reply",
+        "Command",
+        "Command",
+        "Command",
+        "Reply",
+        "Reply",
+        "Reply",
+        "Data",
+        "Reply",
+        "Closed",
+    ]
+    data = next(e for e in events if isinstance(e, Data))
+    assert data.lines == ["Subject: hi", "", "..dot"]
+
+
+def test_bytes_after_data_are_commands_when_data_is_refused():
+    events = conversation(
+        ("server", b"220 s\r\n"),
+        ("client", b"DATA\r\nQUIT\r\n"),
+        ("server", b"503 need RCPT\r\n221 bye\r\n"),
+    )
+    assert [e.line for e in events if isinstance(e, Command)] == ["DATA", "QUIT"]
+
+
+def test_a_bare_lf_dot_does_not_end_data():
+    """RFC 5321 §2.3.8: only CRLF.CRLF ends the data (the smuggling lesson)."""
+    events = conversation(
+        ("server", b"220 s\r\n"),
+        ("client", b"DATA\r\n"),
+        ("server", b"354 go\r\n"),
+        ("client", b"a\n.\nMAIL FROM:<evil@x>\r\n.\r\n"),
+    )
+    assert [type(e).__name__ for e in events][-1] == "Data"
+    assert not [e for e in events if isinstance(e, Command) and e.verb == "MAIL"]
+
+
+def test_auth_responses_are_secret_and_masked():
+    events = conversation(
+        ("server", b"220 s\r\n"),
+        ("client", b"AUTH LOGIN\r\n"),
+        ("server", b"334 VXNlcm5hbWU6\r\n"),
+        ("client", b"YWxpY2U=\r\n"),
+        ("server", b"334 UGFzc3dvcmQ6\r\n"),
+        ("client", b"c2VjcmV0\r\n"),
+        ("server", b"235 2.7.0 ok\r\n"),
+    )
+    secrets = [e for e in events if isinstance(e, Command) and e.secret]
+    assert [s.line for s in secrets] == ["YWxpY2U=", "c2VjcmV0"]
+
+
+def test_multiline_replies_are_one_event():
+    events = conversation(("server", b"250-a\r\n250-b\r\n250 c\r\n"))
+    replies = [e for e in events if isinstance(e, Reply)]
+    assert len(replies) == 1 and replies[0].texts == ("a", "b", "c")
+
+
+def test_unfinished_lines_are_noted_at_close():
+    events = conversation(("server", b"220 s\r\n"), ("client", b"HELO x"), ("close", b""))
+    assert any(isinstance(e, Note) and "without finishing" in e.text for e in events)
+
+
+def test_log_is_bounded_and_says_what_it_dropped():
+    log = WireLog("c", "s", "server", limit=10)
+    log.record("client", b"x" * 25)
+    log.close()
+    assert sum(len(p) for _, kind, p in log.chunks if kind == "client") == 10
+    assert "15 more bytes from the client" in log.transcript().to_text()
+
+
+chunk = st.tuples(st.sampled_from(["client", "server", "note", "close"]), st.binary(max_size=60))
+
+
+@given(st.lists(chunk, max_size=30))
+def test_random_bytes_never_crash_the_parser_and_render(chunks):
+    events = conversation(*chunks)
+    from smtplab.transcript import Transcript
+
+    transcript = Transcript("c", "s", tuple(events))
+    assert transcript.to_text(full_data=True) is not None
+    assert transcript._repr_html_().startswith("<div")
