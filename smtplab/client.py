@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import smtplib
 import socket
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,22 @@ class RecordingClient(smtplib.SMTP):
             self.journal.opened(self.wire)
         return sock
 
+    def connect(
+        self, host: str = "localhost", port: int = 0, source_address: Any = None
+    ) -> tuple[int, bytes]:
+        """Connect to the IP address, but verify TLS certificates against the lab host name."""
+        reply = super().connect(host, port, source_address)
+        self._host = self.server_name
+        return reply
+
+    def starttls(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        """STARTTLS (RFC 3207), noting in the transcript where encryption begins."""
+        reply = super().starttls(*args, **kwargs)
+        cipher = self.sock.cipher() if hasattr(self.sock, "cipher") else None
+        if self.wire is not None and cipher:
+            self.wire.tls_started(str(self.sock.version()), cipher[0])
+        return reply
+
     def putcmd(self, cmd: str, args: str = "") -> None:
         """Verbs in capitals, as most mail programs write them (servers accept any case)."""
         super().putcmd(cmd.upper(), args)
@@ -116,8 +133,52 @@ def _text(reply: bytes | str) -> str:
     return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
 
 
+def open_session(
+    client: smtplib.SMTP,
+    recipients: list[str],
+    *,
+    context: ssl.SSLContext | None,
+    login: tuple[str, str] | None,
+) -> list[Outcome] | None:
+    """EHLO, then STARTTLS with ``context`` and AUTH with ``login`` when given.
+
+    Returns None when the session is ready for a transaction, else every
+    recipient's outcome (the reason the session failed) after closing it.
+    """
+    stage = "EHLO"
+    try:
+        client.ehlo_or_helo_if_needed()
+        if context is not None:
+            stage = "STARTTLS"
+            client.starttls(context=context)
+            client.ehlo()
+        if login is not None:
+            stage = "AUTH"
+            client.login(*login)
+    except smtplib.SMTPResponseException as error:
+        outcome: tuple[int | None, str] = (error.smtp_code, _text(error.smtp_error))
+    except (smtplib.SMTPException, OSError) as error:
+        outcome = (None, f"{type(error).__name__}: {error}")
+    else:
+        return None
+    _quit(client)
+    return [Outcome(r, outcome[0], outcome[1], stage) for r in recipients]
+
+
+def _quit(client: smtplib.SMTP) -> None:
+    try:
+        client.quit()
+    except (smtplib.SMTPException, OSError):
+        client.close()
+
+
 def transact(
-    client: smtplib.SMTP, sender: str, recipients: list[str], message: bytes
+    client: smtplib.SMTP,
+    sender: str,
+    recipients: list[str],
+    message: bytes,
+    mail_options: list[str] | tuple[str, ...] = (),
+    rcpt_options: list[str] | tuple[str, ...] = (),
 ) -> list[Outcome]:
     """One mail transaction (RFC 5321 §3.3): MAIL, RCPT per recipient, DATA, QUIT.
 
@@ -127,11 +188,12 @@ def transact(
     outcomes: dict[str, Outcome] = {}
     try:
         client.ehlo_or_helo_if_needed()
-        code, reply = client.mail(sender)
+        code, reply = client.mail(sender, list(mail_options))
         if code != 250:
+            _quit(client)
             return [Outcome(r, code, _text(reply), "MAIL") for r in recipients]
         for rcpt in recipients:
-            code, reply = client.rcpt(rcpt)
+            code, reply = client.rcpt(rcpt, list(rcpt_options))
             if code not in (250, 251):
                 outcomes[rcpt] = Outcome(rcpt, code, _text(reply), "RCPT")
         accepted = [r for r in recipients if r not in outcomes]

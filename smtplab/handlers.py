@@ -1,8 +1,17 @@
 """What each server role does with a message (aiosmtpd handler hooks).
 
 Handlers implement only the hooks they care about, as aiosmtpd intends. They
-decide policy (who may send to whom) and storage; the protocol itself stays in
-aiosmtpd and the recording in :mod:`smtplab.server`.
+decide policy (who may send to whom) and where a message goes next; the
+protocol itself stays in aiosmtpd and the recording in :mod:`smtplab.server`.
+
+* :class:`MailboxHandler`, the MX role: accepts mail for its domains' users and
+  stores it in their Maildirs (final delivery).
+* :class:`SubmissionHandler`, the submission role (RFC 6409): accepts mail from
+  authenticated users for anywhere and puts it in the outbound queue.
+
+Both add a ``Received:`` trace header (RFC 5321 §4.4), refuse a message that
+has travelled too many hops (a loop, §6.3), and answer 250 only once the
+message is fsynced: to a mailbox or to the queue's spool (§6.1).
 """
 
 from __future__ import annotations
@@ -11,18 +20,37 @@ import asyncio
 import itertools
 from collections.abc import Mapping
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import Envelope, LoginPassword, Session
 
 from smtplab.clock import LabClock
 from smtplab.maildir import Maildir
+from smtplab.outbound import DeliveryQueue
+from smtplab.protocol import count_received
+from smtplab.server import LabEnvelope, RecordingSMTP
+from smtplab.spool import QueuedRecipient
+
+#: RFC 5321 §6.3 asks for a threshold of at least 100 Received: headers.
+MAX_HOPS = 100
 
 
 def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower()
 
 
-def received_header(server_host: str, session: Session, queue_id: str, rcpt: str, date: str) -> str:
-    """A trace header as RFC 5321 §4.4 asks, with the RFC 3848 protocol keyword."""
+def reverse_path(envelope: Envelope) -> str:
+    """The envelope sender, with the null reverse-path ``<>`` as "" (RFC 5321 §4.5.5)."""
+    sender = envelope.mail_from or ""
+    return "" if sender == "<>" else sender
+
+
+def received_header(
+    server_host: str, session: Session, queue_id: str, rcpt: str | None, date: str
+) -> str:
+    """A trace header as RFC 5321 §4.4 asks, with the RFC 3848 protocol keyword.
+
+    The ``for`` clause names the recipient only when there is exactly one: with
+    several, naming them all would leak Bcc recipients to the others.
+    """
     protocol = "ESMTP" if session.extended_smtp else "SMTP"
     if session.ssl is not None:
         protocol += "S"
@@ -32,12 +60,61 @@ def received_header(server_host: str, session: Session, queue_id: str, rcpt: str
     peer = session.peer[0] if session.peer else "unknown"
     return (
         f"Received: from {helo} ([{peer}])\r\n"
-        f"\tby {server_host} (smtplab) with {protocol} id {queue_id}\r\n"
-        f"\tfor <{rcpt}>; {date}\r\n"
+        f"\tby {server_host} (smtplab) with {protocol} id {queue_id}"
+        + (f"\r\n\tfor <{rcpt}>" if rcpt else "")
+        + f"; {date}\r\n"
     )
 
 
-class MailboxHandler:
+class RoleHandler:
+    """What every lab server does alike: EHLO extensions, MAIL, QUIT, hop counting."""
+
+    max_hops = MAX_HOPS
+
+    def __init__(self, host: str, clock: LabClock):
+        self.host = host
+        self.clock = clock
+        self._ids = itertools.count(1)
+
+    def next_id(self) -> str:
+        return f"{next(self._ids):06X}"
+
+    async def handle_EHLO(
+        self,
+        server: RecordingSMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        extra = [f"250-{extension}" for extension in server.advertised()]
+        return [*responses[:-1], *extra, responses[-1]]
+
+    async def handle_MAIL(
+        self,
+        server: RecordingSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
+    ) -> str:
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 Sender ok"
+
+    async def handle_QUIT(self, server: RecordingSMTP, session: Session, envelope: Envelope) -> str:
+        return "221 2.0.0 Bye"
+
+    def looping(self, content: bytes) -> str | None:
+        """The refusal for a message that has seen too many hops, else None."""
+        hops = count_received(content)
+        if hops >= self.max_hops:
+            return f"554 5.4.6 Too many hops ({hops} Received: headers): a mail loop?"
+        return None
+
+
+class MailboxHandler(RoleHandler):
     """The MX role: accept mail for local users and store it in their Maildirs.
 
     A recipient in a domain the server does not serve is refused (the lab is
@@ -46,27 +123,19 @@ class MailboxHandler:
     """
 
     def __init__(
-        self,
-        host: str,
-        domains: set[str],
-        mailboxes: Mapping[str, Maildir],
-        clock: LabClock,
+        self, host: str, domains: set[str], mailboxes: Mapping[str, Maildir], clock: LabClock
     ):
-        self.host = host
+        super().__init__(host, clock)
         self.domains = domains
         self.mailboxes = mailboxes
-        self.clock = clock
-        self._ids = itertools.count(1)
-
-    async def handle_MAIL(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
-    ) -> str:
-        envelope.mail_from = address
-        envelope.mail_options.extend(options)
-        return "250 2.1.0 Sender ok"
 
     async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+        self,
+        server: RecordingSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
     ) -> str:
         if domain_of(address) not in self.domains:
             return f"554 5.7.1 <{address}>: Relay access denied"
@@ -76,20 +145,19 @@ class MailboxHandler:
         envelope.rcpt_options.extend(options)
         return "250 2.1.5 Recipient ok"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        queue_id = f"{next(self._ids):06X}"
+    async def handle_DATA(self, server: RecordingSMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
+        if refusal := self.looping(content):
+            return refusal
+        queue_id = self.next_id()
         try:
             await asyncio.to_thread(self._store, session, envelope, content, queue_id)
         except OSError as error:
             return f"451 4.3.0 Message not stored, try again later ({error.strerror})"
         return f"250 2.0.0 Ok: queued as {queue_id}"
 
-    async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        return "221 2.0.0 Bye"
-
     def _store(self, session: Session, envelope: Envelope, content: bytes, queue_id: str) -> None:
-        sender = envelope.mail_from or ""
+        sender = reverse_path(envelope)
         for rcpt in envelope.rcpt_tos:
             trace = received_header(self.host, session, queue_id, rcpt, self.clock.rfc5322())
             head = f"Return-Path: <{sender}>\r\n{trace}".encode()
@@ -97,3 +165,65 @@ class MailboxHandler:
 
     def __repr__(self) -> str:
         return f"MailboxHandler({self.host!r}, domains={sorted(self.domains)!r})"
+
+
+class SubmissionHandler(RoleHandler):
+    """The submission role: authenticated users may send to anyone, as themselves.
+
+    aiosmtpd's ``auth_required`` already refuses MAIL before AUTH with 530.
+    Here a user may only use their own address as the envelope sender, as
+    providers enforce (RFC 6409 §6.1), and each message is queued for relaying.
+    """
+
+    def __init__(self, host: str, clock: LabClock, queue: DeliveryQueue):
+        super().__init__(host, clock)
+        self.queue = queue
+
+    async def handle_MAIL(
+        self,
+        server: RecordingSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
+    ) -> str:
+        data = session.auth_data
+        login = data.login.decode("utf-8", "replace") if isinstance(data, LoginPassword) else ""
+        if address.lower() != login.lower():
+            return f"553 5.7.1 <{address}>: Sender address rejected: not owned by user {login}"
+        return await super().handle_MAIL(server, session, envelope, address, options)
+
+    async def handle_RCPT(
+        self,
+        server: RecordingSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
+    ) -> str:
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 Recipient ok"
+
+    async def handle_DATA(self, server: RecordingSMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        if refusal := self.looping(content):
+            return refusal
+        assert isinstance(envelope, LabEnvelope)
+        qid = self.queue.new_qid()
+        only = envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None
+        trace = received_header(self.host, session, qid, only, self.clock.rfc5322())
+        recipients = [
+            QueuedRecipient(rcpt, sorted(dsn.notify), dsn.orcpt)
+            if (dsn := envelope.rcpt_dsn.get(rcpt))
+            else QueuedRecipient(rcpt)
+            for rcpt in envelope.rcpt_tos
+        ]
+        message = trace.encode() + content
+        try:
+            await asyncio.to_thread(
+                self.queue.accept, reverse_path(envelope), recipients, message, envelope.dsn, qid
+            )
+        except OSError as error:
+            return f"451 4.3.0 Message not queued, try again later ({error.strerror})"
+        return f"250 2.0.0 Ok: queued as {qid}"

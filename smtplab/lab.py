@@ -20,8 +20,10 @@ from __future__ import annotations
 import atexit
 import html
 import itertools
+import random
 import tempfile
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -29,30 +31,46 @@ from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
 from typing import Any
 
-from smtplab.client import Outcome, RecordingClient, transact
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from smtplab.client import Outcome, RecordingClient, open_session, transact
 from smtplab.clock import LabClock
 from smtplab.compose import InvalidInput, address_list, build_message, check_address
-from smtplab.handlers import MailboxHandler, domain_of
+from smtplab.faults import Faults
+from smtplab.handlers import MailboxHandler, RoleHandler, SubmissionHandler, domain_of
 from smtplab.journal import WireJournal
+from smtplab.journey import Journey, JourneyBook, Step
+from smtplab.labdns import LabDNSServer, RecordStore, make_resolver
 from smtplab.maildir import Mailbox, Maildir
+from smtplab.mx import Route, resolve_route
+from smtplab.outbound import DeliveryQueue, Hop, RetryPolicy
 from smtplab.server import LOOPBACK, LabController
+from smtplab.spool import Spool
+from smtplab.tlsca import LabCA
 from smtplab.transcript import Transcript
 from smtplab.wire import WireLog
 from smtplab.world import ServerSpec, World, default_world
 
 MAX_MESSAGE_SIZE = 10 * 1024 * 1024
 SESSION_TIMEOUT = 60.0
+DEFAULT_RETRY = RetryPolicy()
 
 _running: dict[str, Lab] = {}
 _running_lock = threading.Lock()
 
 
-@dataclass
 class LabServer:
-    """A running lab server: its spec, where it listens, and its controller."""
+    """A running lab server: its spec, where it listens, and the switches a lesson flips."""
 
-    spec: ServerSpec
-    controller: LabController
+    def __init__(self, spec: ServerSpec, handler: RoleHandler, journal: WireJournal, **smtp: Any):
+        self.spec = spec
+        self.handler = handler
+        self.faults = Faults()
+        self._journal = journal
+        self._smtp = smtp
+        self.controller: LabController | None = None
+        self._port = 0
+        self.up()
 
     @property
     def host(self) -> str:
@@ -64,7 +82,50 @@ class LabServer:
 
     @property
     def port(self) -> int:
-        return int(self.controller.port)
+        """Where it listens (kept while it is down, so connections are really refused)."""
+        return self._port
+
+    @property
+    def is_up(self) -> bool:
+        return self.controller is not None
+
+    def up(self) -> None:
+        """Start (again), on the same port as before if it had one."""
+        if self.controller is not None:
+            return
+        controller = LabController(
+            self.handler,
+            host_name=self.host,
+            journal=self._journal,
+            faults=self.faults,
+            port=self._port,
+            **self._smtp,
+        )
+        controller.start()
+        self.controller, self._port = controller, int(controller.port)
+
+    def down(self) -> None:
+        """Stop listening, as if the host crashed: connections are refused."""
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    def fail(self, command: str, reply: str | None, times: int | None = 1) -> None:
+        """Answer ``reply`` to ``command`` (``None``: hang up) the next ``times`` times.
+
+        ``command`` is an SMTP verb, or ``"END-OF-DATA"`` for the moment after the
+        final dot. Examples: ``fail("RCPT", "451 4.7.1 Greylisted, try again later")``,
+        ``fail("END-OF-DATA", None)``.
+        """
+        self.faults.add(command, reply, times)
+
+    def slow_down(self, seconds: float) -> None:
+        """Wait ``seconds`` before every reply (a slow or distant server)."""
+        self.faults.latency = seconds
+
+    def heal(self) -> None:
+        """Remove every fault rule and added latency."""
+        self.faults.clear()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -86,6 +147,7 @@ class SendResult:
     message_id: str
     outcomes: tuple[Outcome, ...]
     transcript: Transcript
+    journey: Journey = field(repr=False)
     wire: WireLog = field(repr=False)
     journal: WireJournal = field(repr=False)
 
@@ -127,9 +189,23 @@ class SendResult:
 
 
 class Lab:
-    """A running mail world. Use ``with Lab() as lab:`` or call :meth:`stop`."""
+    """A running mail world. Use ``with Lab() as lab:`` or call :meth:`stop`.
 
-    def __init__(self, world: World | None = None, *, name: str = "lab"):
+    ``root`` keeps the lab's mailboxes and queues in a folder that outlives the
+    lab (a restarted lab delivers what its queues still hold); without it they
+    live in a temporary folder removed at :meth:`stop`. ``seed`` fixes the
+    shuffle of equal-preference MX hosts, so runs are repeatable.
+    """
+
+    def __init__(
+        self,
+        world: World | None = None,
+        *,
+        name: str = "lab",
+        root: Path | str | None = None,
+        seed: int = 0,
+        retry: RetryPolicy = DEFAULT_RETRY,
+    ):
         with _running_lock:
             previous = _running.pop(name, None)
         if previous is not None:
@@ -138,17 +214,27 @@ class Lab:
         self.world = world or default_world()
         self.clock = LabClock()
         self.journal = WireJournal()
-        self._folder = tempfile.TemporaryDirectory(prefix=f"smtplab-{name}-")
-        self.root = Path(self._folder.name)
+        self.journeys = JourneyBook()
+        self._folder = None if root else tempfile.TemporaryDirectory(prefix=f"smtplab-{name}-")
+        self.root = Path(root or self._folder.name)  # type: ignore[union-attr]
         self.maildirs = {
             user.address: Maildir(self.root / "mail" / user.address) for user in self.world.users
         }
+        self._rng = random.Random(seed)
         self._message_ids = itertools.count(1)
         self.servers: dict[str, LabServer] = {}
+        self.queues: dict[str, DeliveryQueue] = {}
+        self.external: dict[str, int] = {}
         self._stopped = False
         try:
+            self.ca = LabCA(self.root / "tls")
+            self.dns = self._zones()
+            self.dns_server = LabDNSServer(self.dns).start()
+            self.resolver = make_resolver(self.dns_server.host, self.dns_server.port)
             for spec in self.world.servers:
-                self.servers[spec.host] = self._start(spec)
+                self.servers[spec.host] = self._start(spec, retry)
+            for queue in self.queues.values():
+                queue.start()
         except BaseException:
             self.stop()
             raise
@@ -156,23 +242,74 @@ class Lab:
             _running[name] = self
 
     # -- building ------------------------------------------------------------
-    def _start(self, spec: ServerSpec) -> LabServer:
-        handler = MailboxHandler(
+    def _zones(self) -> RecordStore:
+        """The lab's DNS: a zone per domain, its MX records, an A record per host."""
+        store = RecordStore()
+        for domain in self.world.domains:
+            store.add_zone(domain.name)
+            for preference, host in domain.mx:
+                store.add(domain.name, "MX", f"{preference} {host}.")
+        for spec in self.world.servers:
+            store.add(spec.host, "A", LOOPBACK)
+        return store
+
+    def _start(self, spec: ServerSpec, retry: RetryPolicy) -> LabServer:
+        common = {
+            "enable_SMTPUTF8": True,
+            "data_size_limit": MAX_MESSAGE_SIZE,
+            "timeout": SESSION_TIMEOUT,
+        }
+        if spec.role == "mx":
+            mailboxes = {a: m for a, m in self.maildirs.items() if domain_of(a) in spec.domains}
+            handler = MailboxHandler(spec.host, set(spec.domains), mailboxes, self.clock)
+            return LabServer(spec, handler, self.journal, **common)
+        queue = DeliveryQueue(
             spec.host,
-            set(spec.domains),
-            {a: m for a, m in self.maildirs.items() if domain_of(a) in spec.domains},
-            self.clock,
-        )
-        controller = LabController(
-            handler,
-            host_name=spec.host,
+            Spool(self.root / "spool" / spec.host),
+            Hop(self.route, self._port_of, self._is_mailbox_host),
+            journeys=self.journeys,
             journal=self.journal,
-            enable_SMTPUTF8=True,
-            data_size_limit=MAX_MESSAGE_SIZE,
-            timeout=SESSION_TIMEOUT,
+            clock=self.clock,
+            policy=retry,
         )
-        controller.start()
-        return LabServer(spec, controller)
+        self.queues[spec.host] = queue
+        return LabServer(
+            spec,
+            SubmissionHandler(spec.host, self.clock, queue),
+            self.journal,
+            tls_context=self.ca.server_context(spec.host),
+            auth_required=True,
+            authenticator=self._authenticate,
+            **common,
+        )
+
+    def _authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+    ) -> AuthResult:
+        """Check a lab user's password (PLAIN and LOGIN give a LoginPassword)."""
+        if isinstance(data, LoginPassword):
+            user = self.world.user(data.login.decode("utf-8", "replace"))
+            if user is not None and user.password == data.password.decode("utf-8", "replace"):
+                return AuthResult(success=True, auth_data=data)
+        return AuthResult(success=False, handled=False)
+
+    def add_external(self, host: str, port: int) -> None:
+        """Make a server the lab did not start (Postfix, smtp-sink) reachable as ``host``.
+
+        The lab DNS gets an A record for ``host``; its queues connect to
+        127.0.0.1:``port`` when a route leads there. Point a domain's MX at it
+        with ``lab.dns.replace(domain, "MX", [f"10 {host}."])``.
+        """
+        self.external[host] = port
+        self.dns.replace(host, "A", [LOOPBACK])
+
+    def _port_of(self, host: str) -> int | None:
+        server = self.servers.get(host)
+        return server.port if server is not None else self.external.get(host)
+
+    def _is_mailbox_host(self, host: str) -> bool:
+        server = self.servers.get(host)
+        return server is not None and server.role == "mx"
 
     # -- using -----------------------------------------------------------------
     def server(self, host: str) -> LabServer:
@@ -181,8 +318,15 @@ class Lab:
         except KeyError:
             raise KeyError(f"no lab server named {host!r}; have {sorted(self.servers)}") from None
 
-    def default_route(self, recipients: list[str]) -> str:
-        """Where a message goes without ``via``: the best MX of the first recipient's domain."""
+    def route(self, domain: str) -> Route:
+        """Where mail for ``domain`` goes, asked of the lab DNS (RFC 5321 §5.1)."""
+        return resolve_route(domain, self.resolver, self._rng)
+
+    def default_route(self, sender: str, recipients: list[str]) -> str:
+        """Without ``via``: the sender's submission server, else the recipient's best MX."""
+        for spec in self.world.servers:
+            if spec.role == "submission" and domain_of(sender) in spec.domains:
+                return spec.host
         domain = self.world.domain(domain_of(recipients[0]))
         if domain is None or not domain.mx:
             raise InvalidInput("to", f"{recipients[0]!r} is not in a lab domain; pass via=")
@@ -200,12 +344,20 @@ class Lab:
         via: str | None = None,
         message: EmailMessage | bytes | None = None,
         headers: dict[str, str] | None = None,
+        password: str | None = None,
+        notify: Iterable[str] = (),
+        ret: str | None = None,
     ) -> SendResult:
         """Send one message over a real SMTP connection and return what happened.
 
         ``recipients`` (To), ``cc`` and ``bcc`` all go into the envelope; only To
-        and Cc become headers. ``via`` names the lab server to connect to.
-        ``message`` replaces the built message (an EmailMessage or raw bytes).
+        and Cc become headers. ``via`` names the lab server to connect to; by
+        default that is the sender's submission server (STARTTLS, then AUTH
+        with the sender's lab password, or ``password``). ``notify`` asks for
+        delivery status notifications (RFC 3461: SUCCESS, FAILURE, DELAY,
+        NEVER) and ``ret`` ("FULL" or "HDRS") what they return. ``message``
+        replaces the built message (an EmailMessage or raw bytes). The result's
+        ``journey`` follows the message on from there.
         """
         sender = check_address("from", sender)
         to, cc_list, bcc_list = (
@@ -216,7 +368,7 @@ class Lab:
         envelope = to + cc_list + bcc_list
         if not envelope:
             raise InvalidInput("to", "at least one recipient is required")
-        host = via or self.default_route(envelope)
+        host = via or self.default_route(sender, envelope)
         server = self.server(host)
         message_id = f"<{next(self._message_ids):04d}.{self.name}@{domain_of(sender)}>"
         if message is None:
@@ -230,11 +382,32 @@ class Lab:
                 message_id=message_id,
                 headers=headers,
             )
+        elif isinstance(message, EmailMessage):
+            message_id = str(message.get("Message-ID", message_id))
         raw = message if isinstance(message, bytes) else message.as_bytes(policy=SMTP_POLICY)
+        journey = self.journeys.open(message_id, tuple(envelope))
         client = RecordingClient(host, client_name=self.world.client_host, journal=self.journal)
         client.connect(LOOPBACK, server.port)
-        outcomes = transact(client, sender, envelope, raw)
         assert client.wire is not None
+        journey.add(
+            Step("submitted", self.world.client_host, f"→ {host}", tuple(envelope), client.wire)
+        )
+        submission = server.role != "mx"
+        login = (sender, password or self._password(sender)) if submission else None
+        outcomes = open_session(
+            client, envelope, context=self.ca.client_context() if submission else None, login=login
+        )
+        if outcomes is None:
+            mail_options = [f"RET={ret}"] if ret else []
+            rcpt_options = [f"NOTIFY={','.join(notify)}"] if notify else []
+            outcomes = transact(client, sender, envelope, raw, mail_options, rcpt_options)
+        for outcome in outcomes:
+            if not outcome.accepted:
+                journey.add(
+                    Step("refused", host, f"{outcome.code} {outcome.text}", (outcome.recipient,))
+                )
+            elif not submission:
+                journey.add(Step("delivered", host, "stored in the mailbox", (outcome.recipient,)))
         return SendResult(
             sender=sender,
             recipients=tuple(envelope),
@@ -242,9 +415,26 @@ class Lab:
             message_id=message_id,
             outcomes=tuple(outcomes),
             transcript=client.wire.transcript(),
+            journey=journey,
             wire=client.wire,
             journal=self.journal,
         )
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait until every queue is empty: retries done, bounces delivered.
+
+        Raises TimeoutError naming what is still queued after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        # A queue's bounce may land in another queue: go round until all are empty.
+        while not all(queue.wait_empty(deadline) for queue in self.queues.values()):
+            if time.monotonic() >= deadline:
+                waiting = [e.qid for q in self.queues.values() for e in q.pending()]
+                raise TimeoutError(f"queues still hold {waiting} after {timeout} s")
+
+    def _password(self, address: str) -> str:
+        user = self.world.user(address)
+        return user.password if user is not None else ""
 
     def mailbox(self, address: str) -> Mailbox:
         """The messages delivered to a lab user so far, oldest first."""
@@ -274,6 +464,8 @@ class Lab:
                 }
                 for u in self.world.users
             ],
+            "dns": {"host": self.dns_server.host, "port": self.dns_server.port},
+            "ca_cert": str(self.ca.cert_path),
         }
 
     def table(self, *, ports: bool = True) -> str:
@@ -301,17 +493,22 @@ class Lab:
 
     # -- lifecycle ---------------------------------------------------------------
     def stop(self) -> None:
-        """Stop every server and remove the lab's folder. Safe to call twice."""
+        """Stop queues, servers and DNS; remove a temporary folder. Safe to call twice."""
         if self._stopped:
             return
         self._stopped = True
+        for queue in self.queues.values():
+            queue.stop()
         for server in self.servers.values():
-            server.controller.stop()
+            server.down()
         self.servers.clear()
+        if hasattr(self, "dns_server"):
+            self.dns_server.stop()
         with _running_lock:
             if _running.get(self.name) is self:
                 del _running[self.name]
-        self._folder.cleanup()
+        if self._folder is not None:
+            self._folder.cleanup()
 
     def __enter__(self) -> Lab:
         return self

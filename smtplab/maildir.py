@@ -30,7 +30,7 @@ _sequence = itertools.count(1)
 _sequence_lock = threading.Lock()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -87,7 +87,7 @@ class Maildir:
             handle.flush()
             os.fsync(handle.fileno())
         os.rename(tmp, self.path / "new" / key)
-        _fsync_dir(self.path / "new")
+        fsync_dir(self.path / "new")
         return key
 
     def messages(self) -> list[StoredMessage]:

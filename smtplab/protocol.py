@@ -26,6 +26,8 @@ END_OF_DATA = b"\r\n.\r\n"
 COMMAND_LINE_LIMIT = 512
 TEXT_LINE_LIMIT = 1000
 
+# A header value may be folded onto continuation lines (RFC 5322 §2.2.3).
+_MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(?:\r?\n[ \t]+)?(<[^>\r\n]*>)", re.I | re.M)
 _REPLY_LINE = re.compile(r"^(?P<code>[2-5][0-9][0-9])(?P<sep>[ -]|$)(?P<text>.*)$", re.DOTALL)
 _ENHANCED = re.compile(r"^(?P<status>[245]\.\d{1,3}\.\d{1,3})(?: |$)")
 
@@ -138,3 +140,19 @@ def dot_unstuff(wire: bytes) -> bytes:
 def normalize_newlines(text: bytes) -> bytes:
     """Turn bare LF and bare CR into CRLF, the only line ending SMTP knows (§2.3.8)."""
     return re.sub(rb"\r\n|\r|\n", CRLF, text)
+
+
+def header_block(message: bytes) -> bytes:
+    """The header section of a message (CRLF or LF endings), without the blank line."""
+    return re.split(rb"\r?\n\r?\n", message, maxsplit=1)[0]
+
+
+def message_id_of(message: bytes) -> str | None:
+    """The Message-ID header's value (``<...>``), which ties a message's hops together."""
+    match = _MESSAGE_ID.search(header_block(message))
+    return match[1].decode("ascii", "replace") if match else None
+
+
+def count_received(message: bytes) -> int:
+    """How many Received: trace headers a message carries: its hop count (§6.3)."""
+    return len(re.findall(rb"^Received:", header_block(message), re.IGNORECASE | re.MULTILINE))

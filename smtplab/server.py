@@ -12,6 +12,9 @@ Theory of operation
   loop in a daemon thread, which is what works next to a kernel's running
   loop) with one change: it binds port 0 and reads back the port the kernel
   chose, so there is no window in which another process can take the port.
+* Fault injection (:mod:`smtplab.faults`) sits in front of each command and at
+  the end of DATA, so a reader can make any server greylist, refuse, slow down
+  or hang up.
 * The Controller opens one readiness probe connection on start. Nobody else can
   know the port before ``start()`` returns, so the first connection is always
   the probe, and its log is never put in the journal.
@@ -20,27 +23,137 @@ Theory of operation
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, Envelope, syntax
 
+from smtplab.dsn import DSNParamError, MailDSN, RcptDSN, split_mail_params, split_rcpt_params
+from smtplab.faults import END_OF_DATA, FaultRule, Faults
 from smtplab.journal import WireJournal
 from smtplab.protocol import CRLF
 from smtplab.wire import WireLog
 
+# aiosmtpd logs to "mail.log"; with no handler anywhere, Python's last-resort
+# handler would print its warnings from server threads into whatever notebook
+# cell runs next. The lab records the wire itself, so give the logger a
+# NullHandler: anyone who configures logging still sees every record.
+logging.getLogger("mail.log").addHandler(logging.NullHandler())
+
 IDENT = "ESMTP smtplab"
 LOOPBACK = "127.0.0.1"
+#: Extensions smtplab adds to aiosmtpd's own (SIZE, 8BITMIME, SMTPUTF8, STARTTLS, AUTH).
+LAB_EXTENSIONS = frozenset({"PIPELINING", "ENHANCEDSTATUSCODES", "DSN"})
+
+
+class LabEnvelope(Envelope):
+    """aiosmtpd's envelope plus the RFC 3461 DSN options of the transaction."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dsn = MailDSN()
+        self.rcpt_dsn: dict[str, RcptDSN] = {}
+
+
+def _split_params(arg: str) -> tuple[str, list[str]]:
+    """``FROM:<a@b> SIZE=10`` → (``FROM:<a@b>``, [``SIZE=10``])."""
+    head, bracket, tail = arg.rpartition(">")
+    if bracket:
+        return head + bracket, tail.split()
+    first, *rest = arg.split()
+    return first, rest
 
 
 class RecordingSMTP(SMTP):
     """aiosmtpd's SMTP session, recording both directions into a WireLog."""
 
-    def __init__(self, handler: Any, *, journal: WireJournal | None, **kwargs: Any):
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        journal: WireJournal | None,
+        faults: Faults,
+        extensions: frozenset[str] = LAB_EXTENSIONS,
+        **kwargs: Any,
+    ):
         super().__init__(handler, **kwargs)
         self._journal = journal
+        self.faults = faults
+        self.extensions = extensions
         self.wire = WireLog(client="unknown", server=self.hostname, view="server")
+        self._smtp_methods = {
+            name: self._with_faults(name, method) for name, method in self._smtp_methods.items()
+        }
+
+    def _with_faults(self, command: str, method: Any) -> Any:
+        async def run(arg: str | None) -> None:
+            rule = self.faults.take(command)
+            if rule is None:
+                await method(arg)
+            else:
+                await self._misbehave(rule)
+
+        return run
+
+    async def _misbehave(self, rule: FaultRule) -> None:
+        """Answer the rule's reply (closing after a 421), or hang up without a word."""
+        if rule.reply is not None:
+            await self.push(rule.reply)
+        if (rule.reply is None or rule.reply.startswith("421")) and self.transport is not None:
+            self.transport.abort()
+
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        if command == "DATA" and (rule := self.faults.take(END_OF_DATA)) is not None:
+            assert self.transport is not None
+            if rule.reply is None:
+                self.transport.abort()  # no reply will cross the wire (see push)
+                return "451 4.3.0 connection dropped"
+            if rule.reply.startswith("421"):
+                self.loop.call_soon(self.transport.close)  # after the reply is written
+            return rule.reply
+        return await super()._call_handler_hook(command, *args)
+
+    def _create_envelope(self) -> LabEnvelope:
+        return LabEnvelope()
+
+    def advertised(self) -> list[str]:
+        """The extension lines smtplab adds to the EHLO reply (see handlers.RoleHandler)."""
+        return sorted(self.extensions)
+
+    async def _dsn_params(self, arg: str | None, split: Any) -> tuple[str | None, Any]:
+        """Take RFC 3461 parameters out of MAIL/RCPT (aiosmtpd refuses unknown ones)."""
+        if arg is None or "DSN" not in self.extensions:
+            return arg, None
+        address, params = _split_params(arg)
+        try:
+            rest, dsn = split(params)
+        except DSNParamError as error:
+            await self.push(error.reply)
+            return None, error
+        return " ".join([address, *rest]), dsn
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        arg, dsn = await self._dsn_params(arg, split_mail_params)
+        if isinstance(dsn, DSNParamError):
+            return
+        await super().smtp_MAIL(arg)
+        if dsn is not None and isinstance(self.envelope, LabEnvelope) and self.envelope.mail_from:
+            self.envelope.dsn = dsn
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        arg, dsn = await self._dsn_params(arg, split_rcpt_params)
+        if isinstance(dsn, DSNParamError):
+            return
+        assert self.envelope is not None
+        before = len(self.envelope.rcpt_tos)
+        await super().smtp_RCPT(arg)
+        accepted = len(self.envelope.rcpt_tos) > before
+        if dsn is not None and accepted and isinstance(self.envelope, LabEnvelope):
+            self.envelope.rcpt_dsn[self.envelope.rcpt_tos[-1]] = dsn
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         starting_tls = self.transport is not None
@@ -72,6 +185,10 @@ class RecordingSMTP(SMTP):
         super().data_received(data)
 
     async def push(self, status: str | bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return  # hung up (a fault rule): nothing more crosses the wire
+        if self.faults.latency:
+            await asyncio.sleep(self.faults.latency)
         if isinstance(status, str):
             status = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
         self.wire.record("server", status + CRLF)
@@ -88,28 +205,35 @@ class LabController(Controller):
         host_name: str,
         journal: WireJournal,
         smtp_class: type[RecordingSMTP] = RecordingSMTP,
+        faults: Faults | None = None,
+        port: int = 0,
         **smtp_kwargs: Any,
     ):
         super().__init__(
             handler,
             hostname=LOOPBACK,
-            port=0,
+            port=port,
             server_hostname=host_name,
             ident=IDENT,
             **smtp_kwargs,
         )
         self.journal = journal
         self.smtp_class = smtp_class
+        self.faults = faults or Faults()
 
     def factory(self) -> RecordingSMTP:
         is_probe = not self._factory_invoked.is_set()
         return self.smtp_class(
-            self.handler, journal=None if is_probe else self.journal, **self.SMTP_kwargs
+            self.handler,
+            journal=None if is_probe else self.journal,
+            faults=Faults() if is_probe else self.faults,
+            **self.SMTP_kwargs,
         )
 
     async def _bind(self) -> asyncio.AbstractServer:
+        """Bind ``self.port`` (0 = any free port; a server coming back up asks for its old one)."""
         server = await self.loop.create_server(
-            self._factory_invoker, host=self.hostname, port=0, ssl=self.ssl_context
+            self._factory_invoker, host=self.hostname, port=self.port, ssl=self.ssl_context
         )
         self.port = server.sockets[0].getsockname()[1]
         return server

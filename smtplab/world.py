@@ -60,7 +60,11 @@ class World:
 
 
 def default_world() -> World:
-    """example.com sends, example.org receives (with a primary and a backup MX)."""
+    """example.com sends (through its submission server), example.org receives.
+
+    example.org has a primary and a backup MX; both store into the same
+    mailboxes, as a provider's MX hosts share one mail store.
+    """
     return World(
         domains=(
             Domain(
@@ -78,6 +82,7 @@ def default_world() -> World:
             ),
         ),
         servers=(
+            ServerSpec("smtp.example.com", "submission", ("example.com",)),
             ServerSpec("mx.example.com", "mx", ("example.com",)),
             ServerSpec("mx1.example.org", "mx", ("example.org",)),
             ServerSpec("mx2.example.org", "mx", ("example.org",)),

@@ -11,18 +11,25 @@ from smtplab import InvalidInput, Lab
 from smtplab.server import LOOPBACK
 
 
-def test_send_delivers_and_both_ends_record_the_same_conversation(lab):
-    result = lab.send("alice@example.com", "bob@example.org", "Hi", "Hello Bob")
-    assert result.ok and result.server == "mx1.example.org"
+@pytest.mark.parametrize(
+    ("via", "codes"),
+    [
+        ("mx1.example.org", [220, 250, 250, 250, 354, 250, 221]),
+        ("smtp.example.com", [220, 250, 220, 250, 235, 250, 250, 354, 250, 221]),
+    ],
+)
+def test_send_delivers_and_both_ends_record_the_same_conversation(lab, via, codes):
+    result = lab.send("alice@example.com", "bob@example.org", "Hi", "Hello Bob", via=via)
+    assert result.ok and result.server == via
     client_lines = [(line.side, line.text) for line in result.transcript.lines(full_data=True)]
     server_view = result.server_view()
     assert server_view.view == "server"
     assert [(line.side, line.text) for line in server_view.lines(full_data=True)] == client_lines
-    assert [r.code for r in result.transcript.replies] == [220, 250, 250, 250, 354, 250, 221]
+    assert [r.code for r in result.transcript.replies] == codes
 
 
 def test_the_mailbox_holds_the_message_with_trace_headers(lab):
-    lab.send("alice@example.com", "bob@example.org", "Hi", "Hello Bob")
+    lab.send("alice@example.com", "bob@example.org", "Hi", "Hello Bob", via="mx1.example.org")
     (stored,) = lab.mailbox("bob@example.org")
     assert stored.subject == "Hi" and stored.body == "Hello Bob\n"
     assert stored.raw.startswith(
@@ -33,7 +40,13 @@ def test_the_mailbox_holds_the_message_with_trace_headers(lab):
 
 
 def test_unknown_user_gets_550_and_the_others_still_get_mail(lab):
-    result = lab.send("alice@example.com", ["nobody@example.org", "carol@example.org"], "x", "y")
+    result = lab.send(
+        "alice@example.com",
+        ["nobody@example.org", "carol@example.org"],
+        "x",
+        "y",
+        via="mx1.example.org",
+    )
     refused, accepted = result.outcomes
     assert (refused.code, refused.enhanced, refused.stage) == (550, "5.1.1", "RCPT")
     assert accepted.accepted and len(lab.mailbox("carol@example.org")) == 1
@@ -49,6 +62,7 @@ def test_the_lab_is_never_an_open_relay(lab):
 def test_bcc_is_in_the_envelope_but_not_the_headers(lab):
     result = lab.send("alice@example.com", "bob@example.org", "s", "b", bcc="carol@example.org")
     assert result.recipients == ("bob@example.org", "carol@example.org")
+    result.journey.wait()
     (copy,) = lab.mailbox("carol@example.org")
     assert "Bcc" not in copy.message and copy.message["To"] == "bob@example.org"
 
@@ -82,7 +96,7 @@ def test_a_malformed_command_gets_an_error_and_the_server_keeps_serving(lab):
 
 def test_the_readiness_probe_never_shows_up(lab):
     assert lab.journal.logs() == []
-    lab.send("alice@example.com", "bob@example.org")
+    lab.send("alice@example.com", "bob@example.org", via="mx1.example.org")
     views = sorted(log.view for log in lab.journal.logs())
     assert views == ["client", "server"]
 
@@ -112,7 +126,7 @@ def test_a_new_lab_with_the_same_name_stops_the_old_one():
 def test_two_labs_with_different_names_run_side_by_side():
     with Lab(name="one") as one, Lab(name="two") as two:
         assert one.server("mx1.example.org").port != two.server("mx1.example.org").port
-        one.send("alice@example.com", "bob@example.org")
+        one.send("alice@example.com", "bob@example.org", via="mx1.example.org")
         assert len(one.mailbox("bob@example.org")) == 1
         assert len(two.mailbox("bob@example.org")) == 0
 

@@ -53,3 +53,14 @@ def test_dot_stuffing_round_trips(lines):
 
 def test_bare_line_endings_become_crlf():
     assert normalize_newlines(b"a\nb\rc\r\nd") == b"a\r\nb\r\nc\r\nd"
+
+
+def test_message_id_and_hop_count_are_read_from_the_header_block():
+    from smtplab.protocol import count_received, message_id_of
+
+    folded = (
+        b"Received: a\r\nReceived: b\r\nMessage-ID:\r\n <1.x@example.com>\r\n\r\nReceived: body"
+    )
+    assert message_id_of(folded) == "<1.x@example.com>"
+    assert count_received(folded) == 2
+    assert message_id_of(b"Subject: none\n\nMessage-ID: <body@x>") is None

@@ -1,0 +1,188 @@
+"""The journey of one message: every hop, every DNS answer, every queue event.
+
+Theory of operation
+-------------------
+A message submitted to the lab may travel further on its own: the submission
+server queues it, looks up the recipient's MX in the lab DNS, relays it, gets
+4xx and retries later, or gives up and sends a bounce. Those steps happen in
+the queue's worker threads, long after ``lab.send`` returned. The
+:class:`Journey` is where they report, as data: worker threads only *append*
+:class:`Step` records; readers (a notebook cell, a widget, the CLI) read them on
+their own thread, or block in :meth:`Journey.wait` until every recipient has a
+final outcome, with a deadline.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from smtplab.transcript import Transcript
+from smtplab.wire import WireLog
+
+StepKind = Literal[
+    "submitted",  # the client handed the message to the first server
+    "queued",  # a server stored it (fsynced) and took responsibility
+    "route",  # an MX lookup and the hosts it chose
+    "attempt",  # one connection to a next hop, with its transcript
+    "retry",  # a temporary failure; the next attempt is scheduled
+    "delivered",  # stored in a mailbox (final)
+    "relayed",  # handed to a server outside the lab's mailboxes (final for the lab)
+    "refused",  # the first server refused the recipient (final)
+    "bounced",  # given up; a DSN goes to the sender (final)
+    "dsn",  # a delivery status notification was queued
+    "note",
+]
+FINAL: frozenset[str] = frozenset({"delivered", "relayed", "refused", "bounced"})
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing that happened to the message, in order.
+
+    ``host`` is the server that did it; ``recipients`` are the envelope
+    recipients it concerns; ``wire`` is the connection's recording for hops
+    (submitted/attempt), read live, so a hop shows while it is still going on.
+    """
+
+    kind: StepKind
+    host: str
+    text: str
+    recipients: tuple[str, ...] = ()
+    wire: WireLog | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def transcript(self) -> Transcript | None:
+        return self.wire.transcript() if self.wire is not None else None
+
+    def __str__(self) -> str:
+        who = f" [{', '.join(self.recipients)}]" if self.recipients else ""
+        return f"{self.kind:<9} {self.host:<18} {self.text}{who}"
+
+
+class Journey:
+    """What happened to one message, growing while the queue works on it."""
+
+    def __init__(self, message_id: str, recipients: tuple[str, ...]):
+        self.message_id = message_id
+        self.recipients = recipients
+        self._steps: list[Step] = []
+        self._final: dict[str, str] = {}
+        self._changed = threading.Condition()
+        self._listeners: list[Callable[[Step], None]] = []
+
+    # -- written by the lab's threads -------------------------------------------
+    def add(self, step: Step) -> None:
+        with self._changed:
+            self._steps.append(step)
+            if step.kind in FINAL:
+                for rcpt in step.recipients:
+                    self._final.setdefault(rcpt.lower(), step.kind)
+            self._changed.notify_all()
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(step)
+
+    def on_step(self, callback: Callable[[Step], None]) -> None:
+        """Call ``callback(step)`` for each new step (from the lab's threads)."""
+        with self._changed:
+            self._listeners.append(callback)
+
+    # -- read by notebooks and widgets --------------------------------------------
+    @property
+    def steps(self) -> list[Step]:
+        with self._changed:
+            return list(self._steps)
+
+    @property
+    def done(self) -> bool:
+        """True once every recipient has a final outcome (see FINAL)."""
+        with self._changed:
+            return all(r.lower() in self._final for r in self.recipients)
+
+    def outcome(self, recipient: str) -> str | None:
+        """The recipient's final step kind (see FINAL), or ``None`` while on its way."""
+        with self._changed:
+            return self._final.get(recipient.lower())
+
+    def hops(self) -> list[Transcript]:
+        """The transcript of every connection the message made, in order."""
+        return [s.wire.transcript() for s in self.steps if s.wire is not None]
+
+    def wait(self, timeout: float = 30.0) -> Journey:
+        """Block until :attr:`done`; TimeoutError (listing what is pending) past ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not all(r.lower() in self._final for r in self.recipients):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    pending = [r for r in self.recipients if r.lower() not in self._final]
+                    raise TimeoutError(f"still on its way after {timeout} s: {pending}")
+                self._changed.wait(remaining)
+        return self
+
+    def wait_for(self, kind: str, timeout: float = 30.0) -> Step:
+        """Block until a step of ``kind`` happens (e.g. the first ``"retry"``); return it."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for step in self._steps:
+                    if step.kind == kind:
+                        return step
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no {kind!r} step after {timeout} s")
+                self._changed.wait(remaining)
+
+    def __str__(self) -> str:
+        return "\n".join(str(step) for step in self.steps)
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython's plain-text hook
+        printer.text(f"Journey of {self.message_id}\n{self}")
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{html.escape(s.kind)}</td><td>{html.escape(s.host)}</td>"
+            f"<td>{html.escape(s.text)}</td><td>{html.escape(', '.join(s.recipients))}</td></tr>"
+            for s in self.steps
+        )
+        return (
+            f"<b>Journey of {html.escape(self.message_id)}</b><table><tr><th>step</th>"
+            f"<th>host</th><th>what happened</th><th>recipients</th></tr>{rows}</table>"
+        )
+
+
+class JourneyBook:
+    """Journeys by Message-ID, so every part of the lab can report on any message.
+
+    Servers and queues see only the message, not who sent it; the Message-ID
+    header is what ties their steps to the journey ``lab.send`` returned. A
+    message from a real client (swaks, a mail program) gets a journey too.
+    """
+
+    def __init__(self) -> None:
+        self._journeys: dict[str, Journey] = {}
+        self._lock = threading.Lock()
+
+    def open(self, message_id: str, recipients: tuple[str, ...]) -> Journey:
+        with self._lock:
+            journey = self._journeys[message_id] = Journey(message_id, recipients)
+            return journey
+
+    def get(self, message_id: str) -> Journey | None:
+        with self._lock:
+            return self._journeys.get(message_id)
+
+    def add(self, message_id: str | None, step: Step) -> None:
+        """Record ``step`` on the message's journey, opening one if it has none yet."""
+        if message_id is None:
+            return
+        with self._lock:
+            journey = self._journeys.get(message_id)
+            if journey is None:
+                journey = self._journeys[message_id] = Journey(message_id, step.recipients)
+        journey.add(step)

@@ -1,0 +1,119 @@
+"""A durable outbound queue on disk: one file per message and destination domain.
+
+Theory of operation
+-------------------
+RFC 5321 §6.1: a server that answered 250 must not lose the message. So
+:meth:`Spool.put` returns only when every file is on disk for good: each entry is
+written to ``tmp/``, fsynced, renamed into ``queue/`` (atomic on POSIX), and the
+directory is fsynced once at the end. A crash before the rename leaves only a
+file in ``tmp/``, which :class:`Spool` deletes when it opens: half-written
+entries are never delivered. A crash after delivery but before
+:meth:`Spool.remove` means one duplicate on restart, which §6.1 accepts.
+
+Each file holds one JSON line (the envelope: sender, the recipients still to
+deliver, attempt count, next attempt, DSN options) and then the message bytes
+with CRLF line endings, exactly as they will be sent on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from smtplab.maildir import fsync_dir
+
+
+@dataclass
+class QueuedRecipient:
+    """A recipient still to be delivered, with its RFC 3461 DSN options."""
+
+    address: str
+    notify: list[str] = field(default_factory=list)
+    orcpt: str | None = None
+
+
+@dataclass
+class QueueEntry:
+    """The envelope of one queued message for one destination domain."""
+
+    qid: str
+    sender: str
+    domain: str
+    recipients: list[QueuedRecipient]
+    arrival: str
+    created: float
+    message_id: str | None = None
+    ret: str | None = None
+    envid: str | None = None
+    attempts: int = 0
+    next_attempt: float = 0.0
+    delay_notified: bool = False
+
+    @classmethod
+    def from_json(cls, line: bytes) -> QueueEntry:
+        data = json.loads(line)
+        data["recipients"] = [QueuedRecipient(**r) for r in data["recipients"]]
+        return cls(**data)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+
+class Spool:
+    """The queue folder of one server."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._queue = folder / "queue"
+        self._tmp = folder / "tmp"
+        for sub in (self._queue, self._tmp):
+            sub.mkdir(parents=True, exist_ok=True)
+        for leftover in self._tmp.iterdir():
+            leftover.unlink()
+        self._lock = threading.Lock()
+        self._next = 1 + max(
+            (int(p.name.split("-")[0], 16) for p in self._queue.iterdir()), default=0
+        )
+
+    def new_qid(self) -> str:
+        """A queue id unique in this spool, also across restarts."""
+        with self._lock:
+            qid, self._next = f"{self._next:06X}", self._next + 1
+            return qid
+
+    def put(self, entries: list[QueueEntry], message: bytes) -> None:
+        """Store entries durably (see the module docstring); raises OSError on failure."""
+        for entry in entries:
+            self._write(entry, message)
+        fsync_dir(self._queue)
+
+    def update(self, entry: QueueEntry) -> None:
+        """Rewrite an entry's envelope (after an attempt), keeping its message."""
+        self._write(entry, self.message(entry.qid))
+        fsync_dir(self._queue)
+
+    def remove(self, qid: str) -> None:
+        (self._queue / qid).unlink(missing_ok=True)
+        fsync_dir(self._queue)
+
+    def message(self, qid: str) -> bytes:
+        return (self._queue / qid).read_bytes().split(b"\n", 1)[1]
+
+    def entries(self) -> list[QueueEntry]:
+        """Every entry on disk, oldest first: what a restarted queue must deliver."""
+        found = []
+        for path in sorted(self._queue.iterdir()):
+            with open(path, "rb") as handle:
+                found.append(QueueEntry.from_json(handle.readline()))
+        return found
+
+    def _write(self, entry: QueueEntry, message: bytes) -> None:
+        tmp = self._tmp / entry.qid
+        with open(tmp, "wb") as handle:
+            handle.write(entry.to_json() + b"\n" + message)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self._queue / entry.qid)

@@ -1,0 +1,260 @@
+"""The lab DNS server over real UDP and TCP sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smtplab.labdns import DNSQuery, LabDNSServer, Record, RecordStore, answer, make_resolver
+
+
+def lab_store() -> RecordStore:
+    store = RecordStore()
+    for zone in ("example.com", "example.org"):
+        store.add_zone(zone)
+    store.add("example.org", "MX", "10 mx1.example.org.")
+    store.add("example.org", "MX", "20 mx2.example.org")
+    store.add("example.org", "TXT", '"v=spf1 -all"')
+    store.add("mx1.example.org", "A", "192.0.2.1")
+    store.add("mx1.example.org", "AAAA", "2001:db8::1")
+    store.add("mx2.example.org", "A", "192.0.2.2")
+    store.add("deep.sub.example.com", "A", "192.0.2.9")
+    return store
+
+
+@pytest.fixture
+def store() -> RecordStore:
+    return lab_store()
+
+
+@pytest.fixture
+def server(store: RecordStore) -> Iterator[LabDNSServer]:
+    with LabDNSServer(store) as srv:
+        yield srv
+
+
+@pytest.fixture
+def resolver(server: LabDNSServer) -> dns.resolver.Resolver:
+    return make_resolver(server.host, server.port, timeout=2.0)
+
+
+def udp(server: LabDNSServer, name: str, rdtype: str, timeout: float = 2.0) -> dns.message.Message:
+    query = dns.message.make_query(name, rdtype)
+    return dns.query.udp(query, server.host, port=server.port, timeout=timeout)
+
+
+def texts(resolver: dns.resolver.Resolver, name: str, rdtype: str) -> list[str]:
+    return sorted(rd.to_text() for rd in resolver.resolve(name, rdtype))
+
+
+# --- the record store -----------------------------------------------------------------------
+
+
+def test_store_is_case_insensitive_and_ordered(store: RecordStore) -> None:
+    store.add("MX1.Example.ORG", "A", "192.0.2.1")  # duplicate of an existing record
+    assert [r.value for r in store.records("mx1.example.org.")] == ["192.0.2.1", "2001:db8::1"]
+    assert store.records("mx2.example.org") == [Record("mx2.example.org.", "A", 300, "192.0.2.2")]
+    assert store.records() == lab_store().records()
+    assert store.zones() == ["example.com.", "example.org."]
+    assert "mx1.example.org." in repr(store) and "<table>" in store._repr_html_()
+
+
+def test_soa_serial_bumps_on_every_change(store: RecordStore) -> None:
+    def serial() -> int:
+        (soa,) = store.records("example.org")[:1]
+        return int(soa.value.split()[2])
+
+    before = serial()
+    store.add("www.example.org", "A", "192.0.2.80")
+    store.replace("www.example.org", "A", ["192.0.2.81"])
+    assert store.remove("www.example.org", "A") == 1
+    assert serial() == before + 3
+    assert store.remove("www.example.org", "A") == 0
+    assert serial() == before + 3
+
+
+def test_store_rejects_what_it_cannot_serve(store: RecordStore) -> None:
+    with pytest.raises(ValueError, match="no lab zone"):
+        store.add("example.net", "A", "192.0.2.1")
+    with pytest.raises(ValueError, match="SOA"):
+        store.add("example.org", "SOA", "a. b. 1 2 3 4 5")
+    with pytest.raises(dns.exception.SyntaxError):
+        store.add("example.org", "A", "not-an-address")
+    with pytest.raises(ValueError, match="fault"):
+        store.set_fault("example.org", "slow")  # type: ignore[arg-type]
+
+
+# --- the server -----------------------------------------------------------------------------
+
+
+def test_udp_answers_through_the_lab_resolver(resolver: dns.resolver.Resolver) -> None:
+    assert texts(resolver, "example.org", "MX") == ["10 mx1.example.org.", "20 mx2.example.org."]
+    assert texts(resolver, "mx1.example.org", "A") == ["192.0.2.1"]
+    assert texts(resolver, "mx1.example.org", "AAAA") == ["2001:db8::1"]
+    assert texts(resolver, "example.org", "TXT") == ['"v=spf1 -all"']
+
+
+def test_tcp_on_the_same_port_is_authoritative(server: LabDNSServer) -> None:
+    query = dns.message.make_query("example.org", "MX")
+    response = dns.query.tcp(query, server.host, port=server.port, timeout=2.0)
+    assert response.rcode() == dns.rcode.NOERROR and response.flags & dns.flags.AA
+    assert sorted(rd.exchange.to_text() for rd in response.answer[0]) == [
+        "mx1.example.org.",
+        "mx2.example.org.",
+    ]
+    assert [(q.transport, q.name, q.rdtype) for q in server.queries] == [
+        ("tcp", "example.org.", "MX")
+    ]
+
+
+def test_tcp_connection_carries_several_queries(server: LabDNSServer) -> None:
+    queries = [dns.message.make_query(n, "A") for n in ("mx1.example.org", "mx2.example.org")]
+    with socket.create_connection((server.host, server.port), timeout=2.0) as sock:
+        sock.sendall(b"".join(q.to_wire(prepend_length=True) for q in queries))
+        for query in queries:
+            response, _ = dns.query.receive_tcp(sock, time.monotonic() + 2.0)
+            assert response.id == query.id and response.answer[0].name == query.question[0].name
+
+
+def test_nxdomain_and_nodata_carry_the_soa(server: LabDNSServer) -> None:
+    for name, rcode in [
+        ("nope.example.org", dns.rcode.NXDOMAIN),
+        ("mx2.example.org", dns.rcode.NOERROR),  # exists, but has no TXT: NODATA
+        ("sub.example.com", dns.rcode.NOERROR),  # empty non-terminal: NODATA
+    ]:
+        response = udp(server, name, "TXT")
+        assert response.rcode() == rcode and response.flags & dns.flags.AA
+        assert response.answer == []
+        (soa,) = response.authority
+        assert soa.rdtype == dns.rdatatype.SOA and soa.name.to_text() in name + "."
+        assert soa.ttl == 60  # RFC 2308: min(SOA TTL, SOA minimum)
+
+
+def test_outside_the_lab_zones_is_refused(server: LabDNSServer) -> None:
+    response = udp(server, "example.net", "A")
+    assert response.rcode() == dns.rcode.REFUSED and not response.flags & dns.flags.AA
+    with pytest.raises(dns.resolver.NoNameservers):
+        make_resolver(server.host, server.port).resolve("example.net", "A")
+
+
+def test_edits_show_at_the_next_lookup(store: RecordStore, resolver: dns.resolver.Resolver) -> None:
+    with pytest.raises(dns.resolver.NXDOMAIN):
+        resolver.resolve("www.example.org", "A")
+    store.add("www.example.org", "A", "192.0.2.80")
+    assert texts(resolver, "www.example.org", "A") == ["192.0.2.80"]
+    store.replace("example.org", "MX", ["5 backup.example.org."])
+    assert texts(resolver, "example.org", "MX") == ["5 backup.example.org."]
+    store.remove("example.org", "MX", "5 backup.example.org")
+    with pytest.raises(dns.resolver.NoAnswer):
+        resolver.resolve("example.org", "MX")
+
+
+def test_large_answers_truncate_on_udp_and_resolver_retries_tcp(
+    store: RecordStore, server: LabDNSServer, resolver: dns.resolver.Resolver
+) -> None:
+    values = [f'"{i:02d} {"x" * 60}"' for i in range(20)]
+    store.replace("big.example.org", "TXT", values)
+    assert udp(server, "big.example.org", "TXT").flags & dns.flags.TC
+    assert len(texts(resolver, "big.example.org", "TXT")) == 20
+    assert {q.transport for q in server.queries} == {"udp", "tcp"}
+
+
+def test_servfail_fault(store: RecordStore, server: LabDNSServer) -> None:
+    store.set_fault("example.org", "servfail")
+    assert udp(server, "example.org", "MX").rcode() == dns.rcode.SERVFAIL
+    with pytest.raises(dns.resolver.NoNameservers):
+        make_resolver(server.host, server.port).resolve("example.org", "MX")
+    store.clear_fault("example.org")
+    assert udp(server, "example.org", "MX").rcode() == dns.rcode.NOERROR
+
+
+def test_timeout_fault(store: RecordStore, server: LabDNSServer) -> None:
+    store.set_fault("mx1.example.org", "timeout")
+    with pytest.raises(dns.exception.Timeout):
+        udp(server, "mx1.example.org", "A", timeout=0.3)
+    with pytest.raises(dns.resolver.LifetimeTimeout):
+        make_resolver(server.host, server.port, timeout=0.3).resolve("mx1.example.org", "A")
+    assert server.queries[0].rcode.startswith("(no answer")
+    store.clear_fault()
+    assert udp(server, "mx1.example.org", "A").rcode() == dns.rcode.NOERROR
+
+
+def test_malformed_packets_do_not_kill_the_server(server: LabDNSServer) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2.0)
+        sock.sendto(b"\x01", (server.host, server.port))  # no header: dropped
+        sock.sendto(b"\xbe\xef" + b"\x01\x00" + b"\xff" * 20, (server.host, server.port))
+        reply = sock.recv(512)  # the first reply is to the second packet
+    assert reply[:2] == b"\xbe\xef" and reply[3] & 0x0F == dns.rcode.FORMERR
+    assert udp(server, "mx2.example.org", "A").answer[0][0].to_text() == "192.0.2.2"
+    assert [q.rcode for q in server.queries] == ["(garbage dropped)", "FORMERR", "NOERROR"]
+
+
+def test_query_log_is_bounded(store: RecordStore) -> None:
+    with LabDNSServer(store, log_size=2) as server:
+        for name in ("example.org", "mx1.example.org", "mx2.example.org"):
+            udp(server, name, "A")
+        assert [q.name for q in server.queries] == ["mx1.example.org.", "mx2.example.org."]
+        assert server.queries[-1] == DNSQuery(
+            "udp", "mx2.example.org.", "A", "NOERROR", ("mx2.example.org. 300 IN A 192.0.2.2",)
+        )
+        server.clear_log()
+        assert server.queries == []
+
+
+def test_stop_releases_the_port_and_is_idempotent(store: RecordStore) -> None:
+    server = LabDNSServer(store).start()
+    port = server.port
+    assert server.host == "127.0.0.1" and port > 0 and "running" in repr(server)
+    server.stop()
+    server.stop()
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            sock.bind(("127.0.0.1", port))
+
+
+def test_tcp_port_taken_on_a_fixed_port_fails_cleanly(store: RecordStore) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError):
+            LabDNSServer(store, port=taken.getsockname()[1]).start()
+
+
+# --- the pure answering function ------------------------------------------------------------
+
+
+FROZEN_STORE = lab_store()
+FROZEN_STORE.set_fault("mx2.example.org", "timeout")
+
+
+@given(st.binary(max_size=600))
+def test_answer_never_raises_on_random_bytes(wire: bytes) -> None:
+    out = answer(FROZEN_STORE, wire)
+    assert out is None or len(out) >= 12
+
+
+@given(
+    st.sampled_from(["example.org", "mx1.example.org", "x.example.com", "example.net", "."]),
+    st.sampled_from(["A", "AAAA", "MX", "TXT", "SOA", "ANY", "NS", "PTR"]),
+    st.data(),
+)
+def test_answer_survives_corrupted_queries(name: str, rdtype: str, data: st.DataObject) -> None:
+    wire = bytearray(dns.message.make_query(name, rdtype, use_edns=0).to_wire())
+    for _ in range(data.draw(st.integers(0, 4))):
+        wire[data.draw(st.integers(0, len(wire) - 1))] = data.draw(st.integers(0, 255))
+    out = answer(FROZEN_STORE, bytes(wire), udp=True)
+    if out is not None:
+        assert out[:2] == wire[:2] and out[2] & 0x80  # same id, QR set

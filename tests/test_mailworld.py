@@ -1,0 +1,243 @@
+"""The journey: submission with TLS and AUTH, the queue, MX routing, retries and bounces."""
+
+from __future__ import annotations
+
+import smtplib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from smtplab import Lab
+from smtplab.dsn import summarize
+from smtplab.outbound import RetryPolicy
+from smtplab.server import LOOPBACK
+from smtplab.spool import QueuedRecipient
+from smtplab.world import Domain, ServerSpec, User, World, default_world
+
+FAST = RetryPolicy(first_delay=0.05, factor=2.0, max_attempts=3, max_age=20.0)
+
+
+@pytest.fixture
+def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    with Lab(name=f"world-{request.node.name}", retry=FAST) as running:
+        yield running
+
+
+def kinds(result) -> list[str]:
+    return [step.kind for step in result.journey.steps]
+
+
+def test_submission_uses_starttls_then_auth_and_relays_to_the_mx(lab):
+    result = lab.send("alice@example.com", "bob@example.org", "Hi", "Hello")
+    assert result.server == "smtp.example.com" and result.ok
+    text = result.transcript.to_text()
+    assert text.index(" -> STARTTLS") < text.index("=== TLS started: TLSv1.") < text.index("AUTH")
+    assert " -> AUTH PLAIN ********" in text
+    result.journey.wait(10)
+    assert kinds(result) == ["submitted", "queued", "route", "attempt", "delivered"]
+    hops = [t.hop for t in result.journey.hops()]
+    assert hops == ["client.example.com → smtp.example.com", "smtp.example.com → mx1.example.org"]
+    (stored,) = lab.mailbox("bob@example.org")
+    received = stored.message.get_all("Received")
+    assert "by mx1.example.org" in received[0] and "by smtp.example.com" in received[1]
+    assert "with ESMTPSA" in received[1]
+    assert stored.raw.startswith(b"Return-Path: <alice@example.com>\n")
+
+
+def test_submission_refuses_mail_before_auth_and_bad_passwords(lab):
+    port = lab.server("smtp.example.com").port
+    with smtplib.SMTP(LOOPBACK, port, local_hostname="c.example") as client:
+        client.ehlo()
+        assert client.docmd("AUTH", "PLAIN AGFsaWNlAHg=")[0] == 538  # before TLS, RFC 4954 §4
+        assert client.docmd("MAIL", "FROM:<alice@example.com>")[0] == 530
+    result = lab.send("alice@example.com", "bob@example.org", password="wrong")
+    (outcome,) = result.outcomes
+    assert (outcome.code, outcome.enhanced, outcome.stage) == (535, "5.7.8", "AUTH")
+    assert lab.queues["smtp.example.com"].pending() == []
+
+
+def test_users_may_only_send_as_themselves(lab):
+    port = lab.server("smtp.example.com").port
+    with smtplib.SMTP(LOOPBACK, port, local_hostname="c.example") as client:
+        client._host = "smtp.example.com"  # verify the certificate by the lab host name
+        client.starttls(context=lab.ca.client_context())
+        client.login("alice@example.com", "alice-lab-pw")
+        code, reply = client.mail("bob@example.org")
+    assert (code, reply[:5]) == (553, b"5.7.1")
+
+
+def test_recipients_are_split_into_one_delivery_per_domain(lab):
+    result = lab.send(
+        "alice@example.com", ["bob@example.org", "alice@example.com", "carol@example.org"]
+    )
+    result.journey.wait(10)
+    queued = [s.text for s in result.journey.steps if s.kind == "queued"]
+    assert queued == ["queued as 000001-1 for example.org", "queued as 000001-2 for example.com"]
+    assert {
+        len(lab.mailbox(a)) for a in ("bob@example.org", "carol@example.org", "alice@example.com")
+    } == {1}
+
+
+def test_the_backup_mx_takes_the_mail_when_the_primary_is_down(lab):
+    lab.server("mx1.example.org").down()
+    result = lab.send("alice@example.com", "bob@example.org")
+    result.journey.wait(10)
+    attempts = [s.text for s in result.journey.steps if s.kind == "attempt"]
+    assert attempts[0].startswith("→ mx1.example.org: --- connection")
+    assert attempts[1] == "→ mx2.example.org: 250 DATA"
+    assert "by mx2.example.org" in lab.mailbox("bob@example.org")[0].message["Received"]
+
+
+def test_greylisting_is_retried_and_then_delivered(lab):
+    lab.server("mx1.example.org").fail("RCPT", "451 4.7.1 Greylisted, try again later", times=1)
+    lab.server("mx2.example.org").down()
+    result = lab.send("alice@example.com", "bob@example.org")
+    result.journey.wait(10)
+    assert kinds(result)[-4:] == ["retry", "route", "attempt", "delivered"]
+    retry = next(s for s in result.journey.steps if s.kind == "retry")
+    assert "451 4.7.1 Greylisted" in retry.text
+    assert len(lab.mailbox("bob@example.org")) == 1
+
+
+def test_a_421_mid_session_moves_on_to_the_next_mx(lab):
+    lab.server("mx1.example.org").fail("MAIL", "421 4.3.2 Shutting down", times=1)
+    result = lab.send("alice@example.com", "bob@example.org")
+    result.journey.wait(10)
+    assert [s.text for s in result.journey.steps if s.kind == "attempt"][
+        -1
+    ] == "→ mx2.example.org: 250 DATA"
+
+
+def test_a_connection_dropped_after_the_dot_is_retried_once(lab):
+    lab.server("mx1.example.org").fail("END-OF-DATA", None, times=1)
+    lab.server("mx2.example.org").down()
+    result = lab.send("alice@example.com", "bob@example.org")
+    result.journey.wait(10)
+    assert "retry" in kinds(result) and kinds(result)[-1] == "delivered"
+    assert len(lab.mailbox("bob@example.org")) == 1
+
+
+def test_unknown_user_bounces_with_an_rfc3464_report_from_the_null_sender(lab):
+    result = lab.send("alice@example.com", ["bob@example.org", "nobody@example.org"], "Hi", "x")
+    lab.settle(10)
+    assert result.journey.outcome("nobody@example.org") == "bounced"
+    assert result.journey.outcome("bob@example.org") == "delivered"
+    (bounce,) = lab.mailbox("alice@example.com")
+    assert bounce.raw.startswith(b"Return-Path: <>\n")
+    assert bounce.message.get_content_type() == "multipart/report"
+    (report,) = summarize(bounce.raw)
+    assert (report["Action"], report["Status"]) == ("failed", "5.1.1")
+    assert report["Remote-MTA"] == "dns; mx1.example.org"
+
+
+def test_no_report_is_ever_sent_about_a_report(lab):
+    queue = lab.queues["smtp.example.com"]
+    message = b"From: <>\r\nMessage-ID: <bounce@x>\r\n\r\nx\r\n"
+    queue.accept("", [QueuedRecipient("nobody@example.org")], message)
+    lab.settle(10)
+    journey = lab.journeys.get("<bounce@x>")
+    assert [s.kind for s in journey.steps][-1] == "bounced"
+    assert "dsn" not in [s.kind for s in journey.steps]
+    assert all(len(lab.mailbox(u.address)) == 0 for u in lab.world.users)
+
+
+def test_notify_success_and_never(lab):
+    lab.send("alice@example.com", "bob@example.org", "a", notify=["SUCCESS"])
+    lab.send("alice@example.com", "nobody@example.org", "b", notify=["NEVER"])
+    lab.settle(10)
+    (notice,) = lab.mailbox("alice@example.com")
+    assert notice.subject == "Successful Mail Delivery Report"
+    assert summarize(notice.raw)[0]["Action"] == "delivered"
+
+
+def test_a_delay_notice_then_a_failure_after_the_last_attempt(lab):
+    for host in ("mx1.example.org", "mx2.example.org"):
+        lab.server(host).fail("RCPT", "450 4.2.1 Mailbox busy", times=None)
+    result = lab.send("alice@example.com", "bob@example.org", notify=["DELAY", "FAILURE"])
+    lab.settle(20)
+    assert [s.kind for s in result.journey.steps].count("retry") == FAST.max_attempts - 1
+    subjects = [m.subject for m in lab.mailbox("alice@example.com")]
+    assert subjects == ["Delayed Mail (still being retried)", "Undelivered Mail Returned to Sender"]
+
+
+def test_dns_edits_take_effect_at_the_next_lookup(lab):
+    lab.dns.replace("example.org", "MX", ["5 mx2.example.org."])
+    result = lab.send("alice@example.com", "bob@example.org")
+    result.journey.wait(10)
+    assert "route: try mx2.example.org" in next(
+        s.text for s in result.journey.steps if s.kind == "route"
+    )
+
+
+def test_a_null_mx_bounces_with_556(lab):
+    lab.dns.add_zone("example.net")
+    lab.dns.add("example.net", "MX", "0 .")
+    result = lab.send("alice@example.com", "dave@example.net")
+    lab.settle(10)
+    assert result.journey.outcome("dave@example.net") == "bounced"
+    assert "556 5.1.10" in next(s.text for s in result.journey.steps if s.kind == "bounced")
+    assert summarize(lab.mailbox("alice@example.com")[0].raw)[0]["Status"] == "5.1.10"
+
+
+def test_servfail_is_temporary_and_the_retry_succeeds(lab):
+    lab.dns.set_fault("example.org", "servfail")
+    result = lab.send("alice@example.com", "bob@example.org")
+    retry = result.journey.wait_for("retry", 10)
+    assert "451 4.4.3" in retry.text
+    lab.dns.clear_fault("example.org")
+    result.journey.wait(10)
+    assert kinds(result)[-1] == "delivered"
+
+
+def test_without_mx_records_mail_goes_to_the_domain_address():
+    world = World(
+        domains=(
+            *default_world().domains,
+            Domain("example.net", (User("dave@example.net", "pw"),), mx=()),
+        ),
+        servers=(*default_world().servers, ServerSpec("example.net", "mx", ("example.net",))),
+    )
+    with Lab(world, name="implicit-mx", retry=FAST) as lab:
+        result = lab.send("alice@example.com", "dave@example.net")
+        result.journey.wait(10)
+        route = next(s.text for s in result.journey.steps if s.kind == "route")
+        assert route.startswith("route: try example.net")
+        assert len(lab.mailbox("dave@example.net")) == 1
+
+
+def test_a_mail_loop_is_stopped_by_the_hop_limit(lab):
+    loop = b"".join(
+        b"Received: from a by b; Mon, 2 Nov 2026 09:00:00 +0000\r\n" for _ in range(100)
+    )
+    result = lab.send(
+        "alice@example.com",
+        "bob@example.org",
+        via="mx1.example.org",
+        message=loop + b"Subject: loop\r\n\r\nx\r\n",
+    )
+    (outcome,) = result.outcomes
+    assert (outcome.code, outcome.enhanced) == (554, "5.4.6")
+    assert len(lab.mailbox("bob@example.org")) == 0
+
+
+def test_a_restarted_lab_delivers_what_its_queue_held(tmp_path: Path):
+    with Lab(name="before-restart", root=tmp_path, retry=FAST) as lab:
+        for host in ("mx1.example.org", "mx2.example.org"):
+            lab.server(host).down()
+        result = lab.send("alice@example.com", "bob@example.org", "kept", "safe")
+        assert result.ok  # 250 from the submission server: it is responsible now
+    (tmp_path / "spool" / "smtp.example.com" / "tmp" / "half-written").write_bytes(b'{"qid":')
+    with Lab(name="after-restart", root=tmp_path, retry=FAST) as lab:
+        lab.settle(10)
+        assert [m.subject for m in lab.mailbox("bob@example.org")] == ["kept"]
+        assert not (tmp_path / "spool" / "smtp.example.com" / "tmp" / "half-written").exists()
+
+
+def test_describe_lists_submission_dns_and_ca(lab):
+    described = lab.describe()
+    roles = {s["role"] for s in described["servers"]}
+    assert roles == {"submission", "mx"}
+    assert described["dns"]["port"] == lab.dns_server.port
+    pem = Path(described["ca_cert"]).read_text()
+    assert pem.startswith("-----BEGIN CERTIFICATE-----")

@@ -1,0 +1,349 @@
+"""The lab CA and the eavesdropper, over real sockets and real TLS on 127.0.0.1."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiosmtpd.handlers import Sink
+from cryptography import x509
+
+from smtplab.client import RecordingClient
+from smtplab.journal import WireJournal
+from smtplab.server import LabController
+from smtplab.tlsca import Eavesdropper, LabCA, LabLoopbackMixin, LabSMTP, LabSMTP_SSL
+
+MX1 = "mx1.example.org"
+CLIENT = "client.example.com"
+TIMEOUT = 10.0
+MESSAGE = b"Subject: hi\r\n\r\nHello over TLS\r\n"
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> LabCA:
+    return LabCA(tmp_path / "tls")
+
+
+@pytest.fixture
+def journal() -> WireJournal:
+    return WireJournal()
+
+
+@pytest.fixture
+def starttls_server(ca: LabCA, journal: WireJournal) -> Iterator[LabController]:
+    """Port-25/587 style: plain text until the client says STARTTLS."""
+    controller = LabController(
+        Sink(), host_name=MX1, journal=journal, tls_context=ca.server_context(MX1)
+    )
+    controller.start()
+    yield controller
+    controller.stop()
+
+
+@pytest.fixture
+def implicit_server(ca: LabCA, journal: WireJournal) -> Iterator[LabController]:
+    """Port-465 style (RFC 8314): TLS from the first byte."""
+    controller = LabController(
+        Sink(), host_name=MX1, journal=journal, ssl_context=ca.server_context(MX1)
+    )
+    controller.start()
+    yield controller
+    controller.stop()
+
+
+class LabClient(LabLoopbackMixin, RecordingClient):
+    """The lab's recording client (verbs in capitals), connecting by host name."""
+
+
+def lab_client(port: int) -> LabClient:
+    client = LabClient(MX1, client_name=CLIENT, timeout=TIMEOUT)
+    client.connect(MX1, port)
+    return client
+
+
+def send_one(client: smtplib.SMTP) -> None:
+    client.ehlo()
+    client.sendmail("alice@example.com", ["bob@example.org"], MESSAGE)
+    client.quit()
+
+
+# --- the CA itself ----------------------------------------------------------------------------
+
+
+def test_ca_certificate_is_written_as_pem(ca: LabCA, tmp_path: Path) -> None:
+    assert ca.cert_path == tmp_path / "tls" / "lab-ca.pem"
+    pem = ca.cert_path.read_bytes()
+    assert pem.startswith(b"-----BEGIN CERTIFICATE-----")
+    assert pem == ca.cert_pem
+    cert = x509.load_pem_x509_certificate(pem)
+    assert cert.subject.rfc4514_string() == "OU=lab CA,O=smtplab"
+    assert [p.name for p in ca.cert_path.parent.iterdir()] == ["lab-ca.pem"]
+
+
+def test_description_is_stable_across_labs(tmp_path: Path) -> None:
+    first, second = LabCA(tmp_path / "a"), LabCA(tmp_path / "b")
+    expected = {"subject_cn": MX1, "san": [MX1], "issuer": "smtplab lab CA"}
+    assert first.describe(MX1) == expected
+    assert second.describe(MX1) == expected
+    assert first.cert_pem != second.cert_pem  # stable words, but different keys
+
+
+def test_context_settings(ca: LabCA) -> None:
+    server = ca.server_context(MX1)
+    assert server.verify_mode == ssl.CERT_NONE
+    assert not server.check_hostname
+    assert server.minimum_version == ssl.TLSVersion.TLSv1_2
+    client = ca.client_context()
+    assert client.verify_mode == ssl.CERT_REQUIRED
+    assert client.check_hostname
+    assert client.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert client.cert_store_stats()["x509_ca"] == 1  # the lab CA and nothing else
+
+
+def test_aiosmtpd_does_not_warn_about_the_server_context(
+    ca: LabCA, journal: WireJournal, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="mail.log"):
+        controller = LabController(
+            Sink(), host_name=MX1, journal=journal, tls_context=ca.server_context(MX1)
+        )
+        controller.start()
+        controller.stop()
+    assert [r.getMessage() for r in caplog.records if "tls_context" in r.getMessage()] == []
+
+
+def test_one_leaf_per_host(ca: LabCA, starttls_server: LabController) -> None:
+    def presented() -> bytes:
+        with LabSMTP(MX1, starttls_server.port, local_hostname=CLIENT, timeout=TIMEOUT) as c:
+            c.starttls(context=ca.client_context())
+            assert isinstance(c.sock, ssl.SSLSocket)
+            der = c.sock.getpeercert(binary_form=True)
+            assert der is not None
+            return der
+
+    assert presented() == presented()
+    assert ca.describe("mx2.example.org")["san"] == ["mx2.example.org"]
+
+
+# --- STARTTLS: verify the name, not the address --------------------------------------------
+
+
+def test_starttls_verifies_the_host_name(
+    ca: LabCA, starttls_server: LabController, journal: WireJournal
+) -> None:
+    client = LabSMTP(MX1, starttls_server.port, local_hostname=CLIENT, timeout=TIMEOUT)
+    assert client.sock is not None
+    assert client.sock.getpeername()[0] == "127.0.0.1"
+    code, _ = client.starttls(context=ca.client_context())
+    assert code == 220
+    assert isinstance(client.sock, ssl.SSLSocket)
+    assert client.sock.version() in {"TLSv1.2", "TLSv1.3"}
+    send_one(client)
+    server_log = journal.wait_for(lambda log: log.transcript().tls is not None, timeout=TIMEOUT)
+    assert server_log.transcript().reply_to("DATA") is not None
+
+
+def test_starttls_with_plain_smtplib_and_host_set_by_hand(
+    ca: LabCA, starttls_server: LabController
+) -> None:
+    """Plain smtplib works too: it verifies against ``_host``, so set it before STARTTLS."""
+    client = smtplib.SMTP("127.0.0.1", starttls_server.port, local_hostname=CLIENT, timeout=TIMEOUT)
+    client._host = MX1
+    client.starttls(context=ca.client_context())
+    send_one(client)
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [("mx2.example.org", "Hostname mismatch"), ("127.0.0.1", "IP address mismatch")],
+)
+def test_starttls_refuses_a_wrong_name_or_the_address(
+    ca: LabCA, starttls_server: LabController, host: str, reason: str
+) -> None:
+    with LabSMTP(host, starttls_server.port, local_hostname=CLIENT, timeout=TIMEOUT) as client:
+        with pytest.raises(ssl.SSLCertVerificationError) as failure:
+            client.starttls(context=ca.client_context())
+    assert reason in failure.value.verify_message
+
+
+# --- implicit TLS (port 465 style) ----------------------------------------------------------
+
+
+def test_implicit_tls_verifies_the_host_name(ca: LabCA, implicit_server: LabController) -> None:
+    client = LabSMTP_SSL(
+        MX1,
+        implicit_server.port,
+        local_hostname=CLIENT,
+        timeout=TIMEOUT,
+        context=ca.client_context(),
+    )
+    assert isinstance(client.sock, ssl.SSLSocket)
+    assert client.sock.getpeername()[0] == "127.0.0.1"
+    assert client.sock.server_hostname == MX1
+    send_one(client)
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [("mx2.example.org", "Hostname mismatch"), ("127.0.0.1", "IP address mismatch")],
+)
+def test_implicit_tls_refuses_a_wrong_name_or_the_address(
+    ca: LabCA, implicit_server: LabController, host: str, reason: str
+) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError) as failure:
+        LabSMTP_SSL(
+            host,
+            implicit_server.port,
+            local_hostname=CLIENT,
+            timeout=TIMEOUT,
+            context=ca.client_context(),
+        )
+    assert reason in failure.value.verify_message
+
+
+def test_the_system_store_does_not_trust_the_lab(implicit_server: LabController) -> None:
+    context = ssl.create_default_context()
+    with socket.create_connection(("127.0.0.1", implicit_server.port), TIMEOUT) as raw:
+        with pytest.raises(ssl.SSLCertVerificationError) as failure:
+            context.wrap_socket(raw, server_hostname=MX1)
+    assert "unable to get local issuer certificate" in failure.value.verify_message
+
+
+def test_another_lab_does_not_trust_this_one(
+    implicit_server: LabController, tmp_path: Path
+) -> None:
+    other = LabCA(tmp_path / "other")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        LabSMTP_SSL(
+            MX1,
+            implicit_server.port,
+            local_hostname=CLIENT,
+            timeout=TIMEOUT,
+            context=other.client_context(),
+        )
+
+
+# --- the eavesdropper -----------------------------------------------------------------------
+
+
+def after(stream: bytes, marker: bytes) -> bytes:
+    return stream[stream.index(marker) + len(marker) :]
+
+
+def test_eavesdropper_reads_until_starttls_then_sees_ciphertext(
+    ca: LabCA, starttls_server: LabController, journal: WireJournal
+) -> None:
+    with Eavesdropper(starttls_server.port) as eve:
+        client = lab_client(eve.port)
+        client.ehlo()
+        client.starttls(context=ca.client_context())
+        send_one(client)
+        sent, received = eve.data("client"), eve.data("server")
+
+    assert sent.startswith(b"EHLO client.example.com\r\nSTARTTLS\r\n")
+    assert b"mail from" not in sent.lower()
+    assert b"Hello over TLS" not in sent
+    assert after(sent, b"STARTTLS\r\n")[0] == 0x16  # a TLS handshake record: ClientHello
+    assert b"250-STARTTLS" in received
+    assert after(received, b"Ready to start TLS\r\n")[0] == 0x16  # ServerHello
+    # ...while the server itself read the envelope in clear, after decrypting it.
+    server_log = journal.wait_for(lambda log: log.transcript().tls is not None, timeout=TIMEOUT)
+    assert any(c.verb == "MAIL" for c in server_log.transcript().commands)
+
+    view = eve.view(limit=1000)
+    assert " -> EHLO client.example.com" in view
+    assert " -> STARTTLS" in view
+    assert "Ready to start TLS" in view
+    assert " -> [ciphertext: " in view
+    assert "] 16 03 " in view
+    assert "MAIL FROM" not in view
+
+
+def test_eavesdropper_reads_everything_without_tls(starttls_server: LabController) -> None:
+    with Eavesdropper(starttls_server.port) as eve:
+        send_one(lab_client(eve.port))
+        sent = eve.data("client")
+    assert b"MAIL FROM:<alice@example.com>" in sent
+    assert b"Hello over TLS" in sent
+    assert "ciphertext" not in eve.view(limit=1000)
+
+
+def test_eavesdropper_on_implicit_tls_sees_no_text_at_all(
+    ca: LabCA, implicit_server: LabController
+) -> None:
+    with Eavesdropper(implicit_server.port) as eve:
+        send_one(
+            LabSMTP_SSL(
+                MX1, eve.port, local_hostname=CLIENT, timeout=TIMEOUT, context=ca.client_context()
+            )
+        )
+        sent, received = eve.data("client"), eve.data("server")
+    assert sent[0] == received[0] == 0x16
+    assert b"EHLO" not in sent
+    assert b"ESMTP" not in received
+
+
+def test_eavesdropper_stops_recording_at_its_limit(starttls_server: LabController) -> None:
+    with Eavesdropper(starttls_server.port, limit=10) as eve:
+        send_one(lab_client(eve.port))
+    assert eve.truncated
+    assert eve.data("client") == b"EHLO clien"
+    assert len(eve.data("server")) == 10
+    assert eve.view().endswith("[recording stopped after 10 bytes in one direction]")
+
+
+def test_eavesdropper_stop_is_idempotent_and_closes_the_port(
+    starttls_server: LabController,
+) -> None:
+    eve = Eavesdropper(starttls_server.port).start()
+    port = eve.port
+    eve.stop()
+    eve.stop()
+    assert eve._thread is not None and not eve._thread.is_alive()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), TIMEOUT).close()
+    Eavesdropper(starttls_server.port).stop()  # never started: still releases its socket
+
+
+def test_eavesdropper_closes_the_client_when_the_target_is_down() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as gone:
+        dead_port = gone.getsockname()[1]
+    with (
+        Eavesdropper(dead_port) as eve,
+        socket.create_connection(("127.0.0.1", eve.port), TIMEOUT) as client,
+    ):
+        assert client.recv(1) == b""
+    assert eve.chunks == []
+
+
+def test_view_rendering() -> None:
+    eve = Eavesdropper(9)
+    eve.chunks = [
+        ("server", b"220 mx1.example.org ESMTP\r\n"),
+        ("client", b"EHLO a\r\n"),
+        ("server", b"250-mx1.example.org\r\n"),
+        ("server", b"250 STARTTLS\r\n"),  # split by TCP: shown as one run
+        ("client", b"STARTTLS\r\n"),
+        ("server", b"220 Ready\r\n"),
+        ("client", bytes([0x16, 0x03, 0x01, 0x02, 0x00]) + bytes(512)),
+        ("server", bytes([0x16, 0x03, 0x03, 0x00])),
+    ]
+    eve.stop()
+    assert eve.view() == "\n".join(
+        [
+            "<-  220 mx1.example.org ESMTP",
+            " -> EHLO a",
+            "<-  250-mx1.example.org",
+            "<-  250 STARTTLS",
+            " -> STARTTLS",
+            "<-  220 Ready",
+            " -> [ciphertext: 517 bytes] 16 03 01 02 00 00 00 00 00 00 00 00 00 00 00 00 ...",
+            "<-  [ciphertext: 4 bytes] 16 03 03 00",
+        ]
+    )
+    assert eve.view(limit=2).splitlines()[-1] == "... 6 more lines"
