@@ -2,8 +2,9 @@
 
 smtplib writes through :meth:`smtplib.SMTP.send` and reads replies through
 the file object that :meth:`smtplib.SMTP.getreply` creates, so those are the two
-places we record. It connects to 127.0.0.1 but is told which lab host it is
-talking to, so the transcript names hosts, not ports.
+places we record. It connects to a lab host name, which
+:class:`~smtplab.tlsca.LabLoopbackMixin` maps to 127.0.0.1, so certificates are
+checked against the name and transcripts name hosts, not ports.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from smtplab.journal import WireJournal
 from smtplab.protocol import split_enhanced
+from smtplab.tlsca import LabLoopbackMixin
 from smtplab.wire import WireLog
 
 DEFAULT_TIMEOUT = 10.0
@@ -41,8 +43,12 @@ class _RecordingReader(io.RawIOBase):
         super().close()
 
 
-class RecordingClient(smtplib.SMTP):
-    """smtplib.SMTP that records the conversation into a WireLog (client view)."""
+class RecordingClient(LabLoopbackMixin, smtplib.SMTP):
+    """smtplib.SMTP that records the conversation into a WireLog (client view).
+
+    Connect it to a lab *host name*: it reaches 127.0.0.1 (or ``port``'s
+    listener) but verifies TLS certificates against the name.
+    """
 
     def __init__(
         self,
@@ -51,11 +57,14 @@ class RecordingClient(smtplib.SMTP):
         client_name: str,
         journal: WireJournal | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        implicit_tls: ssl.SSLContext | None = None,
     ):
         self.server_name = server_name
         self.journal = journal
+        self.implicit_tls = implicit_tls
         self.wire: WireLog | None = None
         super().__init__(local_hostname=client_name, timeout=timeout)
+        self._host = server_name  # what smtplib verifies the certificate against
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         sock = super()._get_socket(host, port, timeout)
@@ -65,22 +74,20 @@ class RecordingClient(smtplib.SMTP):
         )
         if self.journal is not None:
             self.journal.opened(self.wire)
+        if self.implicit_tls is not None:  # port 465 (RFC 8314): TLS before the greeting
+            sock = self.implicit_tls.wrap_socket(sock, server_hostname=self.server_name)
+            self._note_tls(sock)
         return sock
 
-    def connect(
-        self, host: str = "localhost", port: int = 0, source_address: Any = None
-    ) -> tuple[int, bytes]:
-        """Connect to the IP address, but verify TLS certificates against the lab host name."""
-        reply = super().connect(host, port, source_address)
-        self._host = self.server_name
-        return reply
+    def _note_tls(self, sock: Any) -> None:
+        cipher = sock.cipher() if hasattr(sock, "cipher") else None
+        if self.wire is not None and cipher:
+            self.wire.tls_started(str(sock.version()), cipher[0])
 
     def starttls(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
         """STARTTLS (RFC 3207), noting in the transcript where encryption begins."""
         reply = super().starttls(*args, **kwargs)
-        cipher = self.sock.cipher() if hasattr(self.sock, "cipher") else None
-        if self.wire is not None and cipher:
-            self.wire.tls_started(str(self.sock.version()), cipher[0])
+        self._note_tls(self.sock)
         return reply
 
     def putcmd(self, cmd: str, args: str = "") -> None:
@@ -163,6 +170,14 @@ def open_session(
         return None
     _quit(client)
     return [Outcome(r, outcome[0], outcome[1], stage) for r in recipients]
+
+
+def opportunistic_tls(client: smtplib.SMTP, context: ssl.SSLContext) -> None:
+    """Server to server: use STARTTLS when the next hop offers it (RFC 3207)."""
+    client.ehlo_or_helo_if_needed()
+    if client.has_extn("starttls"):
+        client.starttls(context=context)
+        client.ehlo()
 
 
 def _quit(client: smtplib.SMTP) -> None:

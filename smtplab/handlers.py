@@ -10,8 +10,9 @@ protocol itself stays in aiosmtpd and the recording in :mod:`smtplab.server`.
   authenticated users for anywhere and puts it in the outbound queue.
 
 Both add a ``Received:`` trace header (RFC 5321 §4.4), refuse a message that
-has travelled too many hops (a loop, §6.3), and answer 250 only once the
-message is fsynced: to a mailbox or to the queue's spool (§6.1).
+has travelled too many hops (a loop, §6.3), normalise line endings so that no
+smuggled line end travels on (§2.3.8), and answer 250 only once the message is
+fsynced: to a mailbox or to the queue's spool (§6.1).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from aiosmtpd.smtp import Envelope, LoginPassword, Session
 from smtplab.clock import LabClock
 from smtplab.maildir import Maildir
 from smtplab.outbound import DeliveryQueue
-from smtplab.protocol import count_received
+from smtplab.protocol import count_received, normalize_newlines
 from smtplab.server import LabEnvelope, RecordingSMTP
 from smtplab.spool import QueuedRecipient
 
@@ -70,6 +71,8 @@ class RoleHandler:
     """What every lab server does alike: EHLO extensions, MAIL, QUIT, hop counting."""
 
     max_hops = MAX_HOPS
+    #: Whether this role authenticates users (submission does; an MX does not).
+    offers_auth = False
 
     def __init__(self, host: str, clock: LabClock):
         self.host = host
@@ -88,8 +91,9 @@ class RoleHandler:
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
+        kept = [r for r in responses[:-1] if self.offers_auth or not r.startswith("250-AUTH")]
         extra = [f"250-{extension}" for extension in server.advertised()]
-        return [*responses[:-1], *extra, responses[-1]]
+        return [*kept, *extra, responses[-1]]
 
     async def handle_MAIL(
         self,
@@ -106,12 +110,19 @@ class RoleHandler:
     async def handle_QUIT(self, server: RecordingSMTP, session: Session, envelope: Envelope) -> str:
         return "221 2.0.0 Bye"
 
-    def looping(self, content: bytes) -> str | None:
-        """The refusal for a message that has seen too many hops, else None."""
+    def screen(self, content: bytes) -> tuple[bytes, str | None]:
+        """The content as it will be stored or relayed, or the reply refusing it.
+
+        Bare CR and bare LF become CRLF, so nothing that another server might read
+        as a line end travels on unchanged (SMTP smuggling, RFC 5321 §2.3.8); NUL
+        is refused (RFC 5322 §2.3); too many Received: headers mean a loop (§6.3).
+        """
+        if b"\0" in content:
+            return content, "554 5.6.0 Message refused: it contains NUL characters"
         hops = count_received(content)
         if hops >= self.max_hops:
-            return f"554 5.4.6 Too many hops ({hops} Received: headers): a mail loop?"
-        return None
+            return content, f"554 5.4.6 Too many hops ({hops} Received: headers): a mail loop?"
+        return normalize_newlines(content), None
 
 
 class MailboxHandler(RoleHandler):
@@ -146,8 +157,8 @@ class MailboxHandler(RoleHandler):
         return "250 2.1.5 Recipient ok"
 
     async def handle_DATA(self, server: RecordingSMTP, session: Session, envelope: Envelope) -> str:
-        content = envelope.original_content or b""
-        if refusal := self.looping(content):
+        content, refusal = self.screen(envelope.original_content or b"")
+        if refusal:
             return refusal
         queue_id = self.next_id()
         try:
@@ -170,10 +181,12 @@ class MailboxHandler(RoleHandler):
 class SubmissionHandler(RoleHandler):
     """The submission role: authenticated users may send to anyone, as themselves.
 
-    aiosmtpd's ``auth_required`` already refuses MAIL before AUTH with 530.
-    Here a user may only use their own address as the envelope sender, as
-    providers enforce (RFC 6409 §6.1), and each message is queued for relaying.
+    MAIL before AUTH gets 530 (RFC 4954 §6). A user may only use their own
+    address as the envelope sender, as providers enforce (RFC 6409 §6.1), and
+    each message is queued for relaying.
     """
+
+    offers_auth = True
 
     def __init__(self, host: str, clock: LabClock, queue: DeliveryQueue):
         super().__init__(host, clock)
@@ -187,6 +200,10 @@ class SubmissionHandler(RoleHandler):
         address: str,
         options: list[str],
     ) -> str:
+        # Enforced here rather than by aiosmtpd's auth_required, which warns when a
+        # lesson turns plaintext AUTH on (auth_require_tls=False).
+        if not session.authenticated:
+            return "530 5.7.0 Authentication required"
         data = session.auth_data
         login = data.login.decode("utf-8", "replace") if isinstance(data, LoginPassword) else ""
         if address.lower() != login.lower():
@@ -206,8 +223,8 @@ class SubmissionHandler(RoleHandler):
         return "250 2.1.5 Recipient ok"
 
     async def handle_DATA(self, server: RecordingSMTP, session: Session, envelope: Envelope) -> str:
-        content = envelope.original_content or b""
-        if refusal := self.looping(content):
+        content, refusal = self.screen(envelope.original_content or b"")
+        if refusal:
             return refusal
         assert isinstance(envelope, LabEnvelope)
         qid = self.queue.new_qid()

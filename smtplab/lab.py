@@ -18,13 +18,14 @@ exits.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import html
 import itertools
 import random
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
@@ -33,7 +34,7 @@ from typing import Any
 
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from smtplab.client import Outcome, RecordingClient, open_session, transact
+from smtplab.client import Outcome, RecordingClient, open_session, opportunistic_tls, transact
 from smtplab.clock import LabClock
 from smtplab.compose import InvalidInput, address_list, build_message, check_address
 from smtplab.faults import Faults
@@ -44,9 +45,10 @@ from smtplab.labdns import LabDNSServer, RecordStore, make_resolver
 from smtplab.maildir import Mailbox, Maildir
 from smtplab.mx import Route, resolve_route
 from smtplab.outbound import DeliveryQueue, Hop, RetryPolicy
-from smtplab.server import LOOPBACK, LabController
+from smtplab.protocol import message_id_of
+from smtplab.server import LAB_EXTENSIONS, LOOPBACK, LabController
 from smtplab.spool import Spool
-from smtplab.tlsca import LabCA
+from smtplab.tlsca import Eavesdropper, LabCA
 from smtplab.transcript import Transcript
 from smtplab.wire import WireLog
 from smtplab.world import ServerSpec, World, default_world
@@ -68,6 +70,7 @@ class LabServer:
         self.faults = Faults()
         self._journal = journal
         self._smtp = smtp
+        self._tls = smtp.get("tls_context")
         self.controller: LabController | None = None
         self._port = 0
         self.up()
@@ -126,6 +129,48 @@ class LabServer:
     def heal(self) -> None:
         """Remove every fault rule and added latency."""
         self.faults.clear()
+
+    def reconfigure(self, **smtp: Any) -> None:
+        """Restart on the same port with changed aiosmtpd/smtplab server options."""
+        self._smtp.update(smtp)
+        was_up = self.is_up
+        self.down()
+        if was_up:
+            self.up()
+
+    def disable(self, *extensions: str) -> None:
+        """Stop offering ESMTP extensions, e.g. ``disable("PIPELINING", "SIZE")``."""
+        self.reconfigure(**self._extension_options(extensions, on=False))
+
+    def enable(self, *extensions: str) -> None:
+        """Offer ESMTP extensions again (see :meth:`disable`)."""
+        self.reconfigure(**self._extension_options(extensions, on=True))
+
+    def _extension_options(self, names: Iterable[str], *, on: bool) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        ours = set(self._smtp.get("extensions", LAB_EXTENSIONS))
+        for name in (n.upper() for n in names):
+            if name in LAB_EXTENSIONS:
+                ours = ours | {name} if on else ours - {name}
+            elif name == "SIZE":
+                options["data_size_limit"] = MAX_MESSAGE_SIZE if on else None
+            elif name == "8BITMIME":
+                options["decode_data"] = not on
+            elif name == "SMTPUTF8":
+                options["enable_SMTPUTF8"] = on
+            elif name == "STARTTLS" and self._tls is not None:
+                options["tls_context"] = self._tls if on else None
+            else:
+                raise ValueError(f"{name!r} cannot be switched on {self.host}")
+        return {**options, "extensions": frozenset(ours)}
+
+    def allow_plaintext_auth(self, allowed: bool = True) -> None:
+        """Let AUTH run before TLS (off by default: RFC 8314 §3).
+
+        Only for the lesson that base64 is not encryption: lab servers listen on
+        127.0.0.1, so the secret never leaves this machine.
+        """
+        self.reconfigure(auth_require_tls=not allowed)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -225,6 +270,7 @@ class Lab:
         self.servers: dict[str, LabServer] = {}
         self.queues: dict[str, DeliveryQueue] = {}
         self.external: dict[str, int] = {}
+        self._taps: dict[str, int] = {}
         self._stopped = False
         try:
             self.ca = LabCA(self.root / "tls")
@@ -259,10 +305,11 @@ class Lab:
             "data_size_limit": MAX_MESSAGE_SIZE,
             "timeout": SESSION_TIMEOUT,
         }
-        if spec.role == "mx":
+        tls = self.ca.server_context(spec.host)
+        if spec.role == "mx":  # port 25: STARTTLS offered, never required (RFC 3207 §4)
             mailboxes = {a: m for a, m in self.maildirs.items() if domain_of(a) in spec.domains}
             handler = MailboxHandler(spec.host, set(spec.domains), mailboxes, self.clock)
-            return LabServer(spec, handler, self.journal, **common)
+            return LabServer(spec, handler, self.journal, tls_context=tls, **common)
         queue = DeliveryQueue(
             spec.host,
             Spool(self.root / "spool" / spec.host),
@@ -271,14 +318,26 @@ class Lab:
             journal=self.journal,
             clock=self.clock,
             policy=retry,
+            open_client=lambda client: opportunistic_tls(client, self.ca.client_context()),
         )
         self.queues[spec.host] = queue
+        handler = SubmissionHandler(spec.host, self.clock, queue)
+        if spec.role == "submissions":  # port 465: TLS from the first byte (RFC 8314 §3.3)
+            return LabServer(
+                spec,
+                handler,
+                self.journal,
+                ssl_context=tls,
+                auth_require_tls=False,
+                authenticator=self._authenticate,
+                **common,
+            )
+        # port 587: STARTTLS first, then AUTH (RFC 6409, RFC 3207, RFC 4954)
         return LabServer(
             spec,
-            SubmissionHandler(spec.host, self.clock, queue),
+            handler,
             self.journal,
-            tls_context=self.ca.server_context(spec.host),
-            auth_required=True,
+            tls_context=tls,
             authenticator=self._authenticate,
             **common,
         )
@@ -302,6 +361,20 @@ class Lab:
         """
         self.external[host] = port
         self.dns.replace(host, "A", [LOOPBACK])
+
+    @contextlib.contextmanager
+    def eavesdrop(self, host: str) -> Iterator[Eavesdropper]:
+        """Put a wiretap between the lab's client and ``host`` while the block runs.
+
+        ``tap.view()`` then shows what anyone on the path could read: plain text
+        before STARTTLS, ciphertext after it (chapter 08).
+        """
+        with Eavesdropper(self.server(host).port) as tap:
+            self._taps[host] = tap.port
+            try:
+                yield tap
+            finally:
+                del self._taps[host]
 
     def _port_of(self, host: str) -> int | None:
         server = self.servers.get(host)
@@ -382,21 +455,22 @@ class Lab:
                 message_id=message_id,
                 headers=headers,
             )
-        elif isinstance(message, EmailMessage):
-            message_id = str(message.get("Message-ID", message_id))
         raw = message if isinstance(message, bytes) else message.as_bytes(policy=SMTP_POLICY)
+        message_id = message_id_of(raw) or message_id
         journey = self.journeys.open(message_id, tuple(envelope))
-        client = RecordingClient(host, client_name=self.world.client_host, journal=self.journal)
-        client.connect(LOOPBACK, server.port)
+        implicit = self.ca.client_context() if server.role == "submissions" else None
+        client = RecordingClient(
+            host, client_name=self.world.client_host, journal=self.journal, implicit_tls=implicit
+        )
+        client.connect(host, self._taps.get(host, server.port))
         assert client.wire is not None
         journey.add(
             Step("submitted", self.world.client_host, f"→ {host}", tuple(envelope), client.wire)
         )
         submission = server.role != "mx"
         login = (sender, password or self._password(sender)) if submission else None
-        outcomes = open_session(
-            client, envelope, context=self.ca.client_context() if submission else None, login=login
-        )
+        starttls = self.ca.client_context() if server.role == "submission" else None
+        outcomes = open_session(client, envelope, context=starttls, login=login)
         if outcomes is None:
             mail_options = [f"RET={ret}"] if ret else []
             rcpt_options = [f"NOTIFY={','.join(notify)}"] if notify else []
@@ -443,13 +517,25 @@ class Lab:
             raise KeyError(f"{address!r} is not a lab user; have {sorted(self.maildirs)}")
         return Mailbox(address, self.maildirs[address])
 
-    def transcripts(self, server: str | None = None) -> list[Transcript]:
-        """Finished connections as the lab's servers recorded them, oldest first."""
-        return [
-            log.transcript()
-            for log in self.journal.logs()
-            if log.view == "server" and log.closed.is_set() and server in (None, log.server)
-        ]
+    def transcripts(
+        self, server: str | None = None, *, at_least: int = 0, timeout: float = 10.0
+    ) -> list[Transcript]:
+        """Finished connections as the lab's servers recorded them, oldest first.
+
+        ``at_least`` waits (up to ``timeout`` s) until that many have closed: a
+        server notices a client's goodbye a moment after the client does.
+        """
+
+        def finished() -> list[WireLog]:
+            return [
+                log
+                for log in self.journal.logs()
+                if log.view == "server" and log.closed.is_set() and server in (None, log.server)
+            ]
+
+        if at_least:
+            self.journal.wait_for(lambda _: len(finished()) >= at_least, timeout)
+        return [log.transcript() for log in finished()]
 
     def describe(self) -> dict[str, Any]:
         """The lab as data: the contract behind ``smtplab up --json`` (only add keys)."""

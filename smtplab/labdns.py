@@ -9,7 +9,9 @@ so every access takes one lock, and every edit bumps the zone's SOA serial.
 `answer(store, wire)` is the whole protocol: DNS query bytes in, response bytes (or
 None, "say nothing") out. It is pure apart from reading the store, so it can be fuzzed.
 Responses are authoritative (AA): the answer; NODATA or NXDOMAIN with the zone's SOA
-in the authority section (RFC 2308); REFUSED outside every lab zone; FORMERR for
+in the authority section (RFC 2308); NXDOMAIN, without an SOA, outside every lab
+zone, because to the lab's readers the lab DNS is the whole DNS: a mistyped
+domain must not exist rather than look like a broken server; FORMERR for
 garbage whose header we can read. Faults set on a name turn it into SERVFAIL or
 silence, to show how a mail server copes with a broken DNS.
 
@@ -188,7 +190,7 @@ class RecordStore:
                 return (_SILENT if fault == "timeout" else dns.rcode.SERVFAIL), [], []
             apex = self._zone_of(qname)
             if apex is None:
-                return dns.rcode.REFUSED, [], []
+                return dns.rcode.NXDOMAIN, [], []  # the lab is the whole DNS: no such name
             found = [
                 dns.rrset.from_rdata_list(owner, ttl, rds)
                 for (owner, kind), (ttl, rds) in sorted(self._rrsets.items())

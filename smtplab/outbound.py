@@ -38,7 +38,6 @@ from smtplab.journal import WireJournal
 from smtplab.journey import JourneyBook, Step
 from smtplab.mx import PermanentRouteError, Route, RouteError
 from smtplab.protocol import message_id_of, split_enhanced
-from smtplab.server import LOOPBACK
 from smtplab.spool import QueuedRecipient, QueueEntry, Spool
 
 NO_DSN = MailDSN()
@@ -247,7 +246,7 @@ class DeliveryQueue:
         addresses = [r.address for r in entry.recipients]
         client = RecordingClient(host, client_name=self.host, journal=self.journal)
         try:
-            client.connect(LOOPBACK, port)
+            client.connect(host, port)
             self.open_client(client)
         except (OSError, smtplib.SMTPException) as error:
             client.close()

@@ -78,6 +78,43 @@ REPLY_CLASSES: dict[int, str] = {
 }
 
 
+#: RFC 3463 codes for replies that carry none (aiosmtpd's stock replies). The
+#: text rules come first: "command not recognized" is 5.5.1, other 500s 5.5.2.
+_ENHANCED_BY_TEXT = (("not recognized", "5.5.1"), ("lack of security", "5.7.0"))
+_ENHANCED_BY_CODE = {
+    421: "4.3.0",
+    450: "4.2.0",
+    451: "4.3.0",
+    452: "4.3.1",
+    454: "4.7.0",
+    500: "5.5.2",
+    501: "5.5.4",
+    502: "5.5.1",
+    503: "5.5.1",
+    504: "5.5.4",
+    530: "5.7.0",
+    552: "5.3.4",
+    553: "5.1.3",
+    555: "5.5.4",
+}
+#: Replies that never carry an enhanced code: AUTH challenges and the DATA go-ahead.
+_NOT_ENHANCED = {334, 354}
+
+
+def with_enhanced_code(reply: str) -> str:
+    """Add an RFC 3463 status code to a reply that lacks one (RFC 2034 §3).
+
+    Once a server advertises ENHANCEDSTATUSCODES, every reply except the
+    greeting, the EHLO response, 334 and 354 starts its text with one.
+    """
+    parsed = parse_reply_line(reply)
+    if parsed is None or parsed.code in _NOT_ENHANCED or split_enhanced(parsed.text)[0]:
+        return reply
+    status = next((s for text, s in _ENHANCED_BY_TEXT if text in parsed.text), None)
+    status = status or _ENHANCED_BY_CODE.get(parsed.code, f"{parsed.code // 100}.0.0")
+    return f"{parsed.code}{' ' if parsed.last else '-'}{status} {parsed.text}".rstrip()
+
+
 def reply_meaning(code: int) -> str:
     """The RFC text for ``code``, falling back to the meaning of its class."""
     return REPLY_MEANINGS.get(code) or REPLY_CLASSES.get(code // 100, "Unknown reply code")

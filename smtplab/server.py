@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from typing import Any
 
@@ -33,7 +34,7 @@ from aiosmtpd.smtp import SMTP, Envelope, syntax
 from smtplab.dsn import DSNParamError, MailDSN, RcptDSN, split_mail_params, split_rcpt_params
 from smtplab.faults import END_OF_DATA, FaultRule, Faults
 from smtplab.journal import WireJournal
-from smtplab.protocol import CRLF
+from smtplab.protocol import CRLF, with_enhanced_code
 from smtplab.wire import WireLog
 
 # aiosmtpd logs to "mail.log"; with no handler anywhere, Python's last-resort
@@ -46,6 +47,8 @@ IDENT = "ESMTP smtplab"
 LOOPBACK = "127.0.0.1"
 #: Extensions smtplab adds to aiosmtpd's own (SIZE, 8BITMIME, SMTPUTF8, STARTTLS, AUTH).
 LAB_EXTENSIONS = frozenset({"PIPELINING", "ENHANCEDSTATUSCODES", "DSN"})
+#: Failed AUTH attempts before the server hangs up (brute-force protection).
+AUTH_FAILURE_LIMIT = 3
 
 
 class LabEnvelope(Envelope):
@@ -82,6 +85,8 @@ class RecordingSMTP(SMTP):
         self._journal = journal
         self.faults = faults
         self.extensions = extensions
+        self._answering_ehlo = False
+        self._auth_failures = 0
         self.wire = WireLog(client="unknown", server=self.hostname, view="server")
         self._smtp_methods = {
             name: self._with_faults(name, method) for name, method in self._smtp_methods.items()
@@ -115,6 +120,11 @@ class RecordingSMTP(SMTP):
             return rule.reply
         return await super()._call_handler_hook(command, *args)
 
+    def _enhanced_codes(self) -> bool:
+        """RFC 2034: only after EHLO, never in the greeting or the EHLO response."""
+        extended = self.session is not None and self.session.extended_smtp
+        return extended and "ENHANCEDSTATUSCODES" in self.extensions and not self._answering_ehlo
+
     def _create_envelope(self) -> LabEnvelope:
         return LabEnvelope()
 
@@ -133,6 +143,29 @@ class RecordingSMTP(SMTP):
             await self.push(error.reply)
             return None, error
         return " ".join([address, *rest]), dsn
+
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self._answering_ehlo = True  # the EHLO response carries no enhanced codes
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._answering_ehlo = False
+
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        """AUTH (RFC 4954), hanging up after repeated failures (§4: servers may limit)."""
+        if not getattr(self.event_handler, "offers_auth", True):
+            await self.push("503 5.5.1 Error: authentication not enabled on this server")
+            return
+        await super().smtp_AUTH(arg)
+        assert self.session is not None
+        if self.session.authenticated or self.transport is None:
+            return
+        self._auth_failures += 1
+        if self._auth_failures >= AUTH_FAILURE_LIMIT:
+            await self.push("421 4.7.0 Too many failed authentication attempts, goodbye")
+            self.transport.close()
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:
@@ -158,17 +191,17 @@ class RecordingSMTP(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         starting_tls = self.transport is not None
         super().connection_made(transport)
-        if starting_tls:
-            ssl_object = transport.get_extra_info("ssl_object")
-            if isinstance(ssl_object, ssl.SSLObject):
-                cipher = ssl_object.cipher()
-                self.wire.tls_started(str(ssl_object.version()), cipher[0] if cipher else "")
-            return
-        peer = transport.get_extra_info("peername")
-        self.wire.peer = (peer[0], peer[1]) if peer else None
-        self.wire.client = peer[0] if peer else "unknown"
-        if self._journal is not None:
-            self._journal.opened(self.wire)
+        if not starting_tls:
+            peer = transport.get_extra_info("peername")
+            self.wire.peer = (peer[0], peer[1]) if peer else None
+            self.wire.client = peer[0] if peer else "unknown"
+            if self._journal is not None:
+                self._journal.opened(self.wire)
+        # After STARTTLS, or from the start on an implicit-TLS port (RFC 8314).
+        ssl_object = transport.get_extra_info("ssl_object")
+        if isinstance(ssl_object, ssl.SSLObject):
+            cipher = ssl_object.cipher()
+            self.wire.tls_started(str(ssl_object.version()), cipher[0] if cipher else "")
 
     def connection_lost(self, error: Exception | None) -> None:
         if self.session is not None and self.session.host_name:
@@ -190,6 +223,8 @@ class RecordingSMTP(SMTP):
         if self.faults.latency:
             await asyncio.sleep(self.faults.latency)
         if isinstance(status, str):
+            if self._enhanced_codes():
+                status = with_enhanced_code(status)
             status = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
         self.wire.record("server", status + CRLF)
         await super().push(status)
@@ -240,3 +275,15 @@ class LabController(Controller):
 
     def _create_server(self):  # type: ignore[override]  # a coroutine is what _run awaits
         return self._bind()
+
+    def _trigger_server(self) -> None:
+        """The readiness probe. aiosmtpd's wraps implicit TLS with the *server*
+        context, which cannot make a client socket; use an unverifying client."""
+        if self.ssl_context is None:
+            super()._trigger_server()
+            return
+        probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        probe.check_hostname, probe.verify_mode = False, ssl.CERT_NONE
+        raw = socket.create_connection((self.hostname, self.port), 1.0)
+        with probe.wrap_socket(raw) as tls:
+            tls.recv(1024)

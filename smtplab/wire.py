@@ -16,6 +16,9 @@ The parser follows the server's reading rules so that both ends agree:
   a 354 turns them into message data, ending at the first ``CRLF . CRLF``
   (RFC 5321 §4.1.1.4 — never at a bare LF, see §2.3.8);
 * after ``AUTH`` a 334 challenge makes the next client line a secret response;
+* after a 220 to ``STARTTLS`` the client's bytes wait for the TLS handshake:
+  whatever arrived before it is discarded by the server (RFC 3207 §4.2, the
+  command-injection attack), and the transcript says so;
 * replies are matched to commands in order, which is all that pipelining
   (RFC 2920) needs.
 
@@ -122,7 +125,7 @@ class _Parser:
     server_buf: bytearray = field(default_factory=bytearray)
     reply_lines: list[str] = field(default_factory=list)
     pending: deque[str] = field(default_factory=lambda: deque([_GREETING]))
-    mode: Literal["command", "data", "auth"] = "command"
+    mode: Literal["command", "data", "auth", "tls"] = "command"
     now: float = 0.0
 
     def client_bytes(self, data: bytes) -> None:
@@ -151,14 +154,28 @@ class _Parser:
             self.mode = "data"
         elif answered in ("AUTH", _AUTH_STEP) and parsed.code == 334:
             self.mode = "auth"
+        elif answered == "STARTTLS" and parsed.code == 220:
+            self.mode = "tls"
         self._drain_client()
 
     def _holding(self) -> bool:
         """True while the meaning of the client's next bytes depends on a reply."""
         return bool(self.pending) and self.pending[-1] in _HOLDING_VERBS
 
+    def tls_started(self) -> None:
+        """The handshake is done: bytes sent in the clear before it were never read."""
+        if self.mode == "tls" and self.client_buf:
+            self.events.append(
+                Note(
+                    self.now,
+                    f"{len(self.client_buf)} bytes sent before TLS were discarded (RFC 3207 §4.2)",
+                )
+            )
+            self.client_buf.clear()
+        self.mode = "command"
+
     def _drain_client(self) -> None:
-        while self.client_buf:
+        while self.client_buf and self.mode != "tls":
             if self.mode == "data":
                 if not self._take_data():
                     return
@@ -218,6 +235,7 @@ def parse_conversation(
             parser.server_bytes(payload)
         elif kind == "tls":
             version, _, cipher = payload.decode("utf-8", "replace").partition("\0")
+            parser.tls_started()
             parser.events.append(TLSStarted(t, version, cipher))
         elif kind == "note":
             parser.events.append(Note(t, payload.decode("utf-8", "replace")))

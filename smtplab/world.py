@@ -83,6 +83,7 @@ def default_world() -> World:
         ),
         servers=(
             ServerSpec("smtp.example.com", "submission", ("example.com",)),
+            ServerSpec("smtps.example.com", "submissions", ("example.com",)),
             ServerSpec("mx.example.com", "mx", ("example.com",)),
             ServerSpec("mx1.example.org", "mx", ("example.org",)),
             ServerSpec("mx2.example.org", "mx", ("example.org",)),

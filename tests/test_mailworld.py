@@ -237,7 +237,7 @@ def test_a_restarted_lab_delivers_what_its_queue_held(tmp_path: Path):
 def test_describe_lists_submission_dns_and_ca(lab):
     described = lab.describe()
     roles = {s["role"] for s in described["servers"]}
-    assert roles == {"submission", "mx"}
+    assert roles == {"submission", "submissions", "mx"}
     assert described["dns"]["port"] == lab.dns_server.port
     pem = Path(described["ca_cert"]).read_text()
     assert pem.startswith("-----BEGIN CERTIFICATE-----")

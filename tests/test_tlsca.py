@@ -16,7 +16,7 @@ from cryptography import x509
 from smtplab.client import RecordingClient
 from smtplab.journal import WireJournal
 from smtplab.server import LabController
-from smtplab.tlsca import Eavesdropper, LabCA, LabLoopbackMixin, LabSMTP, LabSMTP_SSL
+from smtplab.tlsca import Eavesdropper, LabCA, LabSMTP, LabSMTP_SSL
 
 MX1 = "mx1.example.org"
 CLIENT = "client.example.com"
@@ -56,12 +56,9 @@ def implicit_server(ca: LabCA, journal: WireJournal) -> Iterator[LabController]:
     controller.stop()
 
 
-class LabClient(LabLoopbackMixin, RecordingClient):
-    """The lab's recording client (verbs in capitals), connecting by host name."""
-
-
-def lab_client(port: int) -> LabClient:
-    client = LabClient(MX1, client_name=CLIENT, timeout=TIMEOUT)
+def lab_client(port: int) -> RecordingClient:
+    """The lab's recording client, connecting by host name (it includes LabLoopbackMixin)."""
+    client = RecordingClient(MX1, client_name=CLIENT, timeout=TIMEOUT)
     client.connect(MX1, port)
     return client
 
@@ -165,9 +162,11 @@ def test_starttls_with_plain_smtplib_and_host_set_by_hand(
 def test_starttls_refuses_a_wrong_name_or_the_address(
     ca: LabCA, starttls_server: LabController, host: str, reason: str
 ) -> None:
-    with LabSMTP(host, starttls_server.port, local_hostname=CLIENT, timeout=TIMEOUT) as client:
-        with pytest.raises(ssl.SSLCertVerificationError) as failure:
-            client.starttls(context=ca.client_context())
+    with (
+        LabSMTP(host, starttls_server.port, local_hostname=CLIENT, timeout=TIMEOUT) as client,
+        pytest.raises(ssl.SSLCertVerificationError) as failure,
+    ):
+        client.starttls(context=ca.client_context())
     assert reason in failure.value.verify_message
 
 
@@ -208,9 +207,11 @@ def test_implicit_tls_refuses_a_wrong_name_or_the_address(
 
 def test_the_system_store_does_not_trust_the_lab(implicit_server: LabController) -> None:
     context = ssl.create_default_context()
-    with socket.create_connection(("127.0.0.1", implicit_server.port), TIMEOUT) as raw:
-        with pytest.raises(ssl.SSLCertVerificationError) as failure:
-            context.wrap_socket(raw, server_hostname=MX1)
+    with (
+        socket.create_connection(("127.0.0.1", implicit_server.port), TIMEOUT) as raw,
+        pytest.raises(ssl.SSLCertVerificationError) as failure,
+    ):
+        context.wrap_socket(raw, server_hostname=MX1)
     assert "unable to get local issuer certificate" in failure.value.verify_message
 
 

@@ -103,3 +103,19 @@ def test_random_bytes_never_crash_the_parser_and_render(chunks):
     transcript = Transcript("c", "s", tuple(events))
     assert transcript.to_text(full_data=True) is not None
     assert transcript._repr_html_().startswith("<div")
+
+
+def test_commands_injected_before_the_tls_handshake_are_shown_as_discarded():
+    """CVE-2024-34083 family: a NOOP pipelined behind STARTTLS must not count."""
+    events = conversation(
+        ("server", b"220 s\r\n"),
+        ("client", b"STARTTLS\r\nNOOP\r\n"),
+        ("server", b"220 2.0.0 Ready to start TLS\r\n"),
+        ("tls", b"TLSv1.3\0TLS_AES_256_GCM_SHA384"),
+        ("client", b"EHLO c\r\n"),
+        ("server", b"250 s\r\n"),
+    )
+    assert [e.line for e in events if isinstance(e, Command)] == ["STARTTLS", "EHLO c"]
+    assert any(
+        isinstance(e, Note) and "6 bytes sent before TLS were discarded" in e.text for e in events
+    )
