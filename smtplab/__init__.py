@@ -5,17 +5,21 @@ The public API is what this module exports; notebooks import nothing else.
 
 from smtplab.client import Outcome
 from smtplab.compose import InvalidInput
+from smtplab.conversation import Conversation
 from smtplab.journey import Journey, Step
 from smtplab.lab import Lab, LabServer, SendResult
 from smtplab.maildir import Mailbox, StoredMessage
+from smtplab.mx import PermanentRouteError, Route, RouteError, TemporaryRouteError
 from smtplab.outbound import RetryPolicy
-from smtplab.protocol import REPLY_CLASSES, REPLY_MEANINGS, reply_meaning
+from smtplab.protocol import EXTENSIONS, REPLY_CLASSES, REPLY_MEANINGS, reply_meaning
 from smtplab.transcript import Transcript
 from smtplab.world import Domain, ServerSpec, User, World, default_world
 
 __all__ = [
+    "EXTENSIONS",
     "REPLY_CLASSES",
     "REPLY_MEANINGS",
+    "Conversation",
     "Domain",
     "InvalidInput",
     "Journey",
@@ -23,11 +27,15 @@ __all__ = [
     "LabServer",
     "Mailbox",
     "Outcome",
+    "PermanentRouteError",
     "RetryPolicy",
+    "Route",
+    "RouteError",
     "SendResult",
     "ServerSpec",
     "Step",
     "StoredMessage",
+    "TemporaryRouteError",
     "Transcript",
     "User",
     "World",

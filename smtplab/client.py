@@ -62,6 +62,9 @@ class RecordingClient(LabLoopbackMixin, smtplib.SMTP):
         self.server_name = server_name
         self.journal = journal
         self.implicit_tls = implicit_tls
+        #: Bytes to write right behind the next command, in the same packet: for the
+        #: lesson on command injection (chapter 08); empty for normal use.
+        self.piggyback = b""
         self.wire: WireLog | None = None
         super().__init__(local_hostname=client_name, timeout=timeout)
         self._host = server_name  # what smtplib verifies the certificate against
@@ -96,6 +99,7 @@ class RecordingClient(LabLoopbackMixin, smtplib.SMTP):
 
     def send(self, s: str | bytes) -> None:
         data = s.encode(self.command_encoding) if isinstance(s, str) else s
+        data, self.piggyback = data + self.piggyback, b""
         if self.sock is not None and self.wire is not None:
             self.wire.record("client", data)
         super().send(data)

@@ -49,6 +49,16 @@ class WireJournal:
         with self._changed:
             return list(self._logs)
 
+    def other_end(self, log: WireLog, timeout: float = 10.0) -> WireLog:
+        """The same connection as recorded by its other end, once that end has closed it."""
+        view = "server" if log.view == "client" else "client"
+        return self.wait_for(
+            lambda other: (
+                other.view == view and other.peer == log.peer and other.server == log.server
+            ),
+            timeout,
+        )
+
     def wait_for(self, predicate: Callable[[WireLog], bool], timeout: float = 10.0) -> WireLog:
         """The first closed log matching ``predicate``; TimeoutError after ``timeout`` s."""
         deadline = time.monotonic() + timeout

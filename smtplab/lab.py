@@ -37,6 +37,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from smtplab.client import Outcome, RecordingClient, open_session, opportunistic_tls, transact
 from smtplab.clock import LabClock
 from smtplab.compose import InvalidInput, address_list, build_message, check_address
+from smtplab.conversation import Conversation
 from smtplab.faults import Faults
 from smtplab.handlers import MailboxHandler, RoleHandler, SubmissionHandler, domain_of
 from smtplab.journal import WireJournal
@@ -211,11 +212,7 @@ class SendResult:
 
     def server_view(self, timeout: float = 10.0) -> Transcript:
         """The same connection as the server recorded it (waits for it to close)."""
-        log = self.journal.wait_for(
-            lambda w: w.view == "server" and w.peer == self.wire.peer and w.server == self.server,
-            timeout,
-        )
-        return log.transcript()
+        return self.journal.other_end(self.wire, timeout).transcript()
 
     def summary(self) -> str:
         return "\n".join(str(o) for o in self.outcomes)
@@ -362,6 +359,26 @@ class Lab:
         self.external[host] = port
         self.dns.replace(host, "A", [LOOPBACK])
 
+    def ui(self) -> Any:
+        """Compose, transcripts, path and mailboxes in one widget (use it as a cell's value)."""
+        from smtplab.widgets import dashboard  # lazily: the lab itself never needs ipywidgets
+
+        return dashboard(self)
+
+    def talk(self, host: str) -> Conversation:
+        """Open a recorded connection to ``host`` to type SMTP by hand (see Conversation)."""
+        return Conversation(self._connect(host), self.ca.client_context())
+
+    def _connect(self, host: str) -> RecordingClient:
+        """The lab's recording client, connected to ``host`` (or to its wiretap)."""
+        server = self.server(host)
+        implicit = self.ca.client_context() if server.role == "submissions" else None
+        client = RecordingClient(
+            host, client_name=self.world.client_host, journal=self.journal, implicit_tls=implicit
+        )
+        client.connect(host, self._taps.get(host, server.port))
+        return client
+
     @contextlib.contextmanager
     def eavesdrop(self, host: str) -> Iterator[Eavesdropper]:
         """Put a wiretap between the lab's client and ``host`` while the block runs.
@@ -456,13 +473,11 @@ class Lab:
                 headers=headers,
             )
         raw = message if isinstance(message, bytes) else message.as_bytes(policy=SMTP_POLICY)
+        if message_id_of(raw) is None:  # as every mail program does (RFC 5322 §3.6.4)
+            raw = f"Message-ID: {message_id}\r\n".encode() + raw
         message_id = message_id_of(raw) or message_id
         journey = self.journeys.open(message_id, tuple(envelope))
-        implicit = self.ca.client_context() if server.role == "submissions" else None
-        client = RecordingClient(
-            host, client_name=self.world.client_host, journal=self.journal, implicit_tls=implicit
-        )
-        client.connect(host, self._taps.get(host, server.port))
+        client = self._connect(host)
         assert client.wire is not None
         journey.add(
             Step("submitted", self.world.client_host, f"→ {host}", tuple(envelope), client.wire)

@@ -250,8 +250,9 @@ class DeliveryQueue:
             self.open_client(client)
         except (OSError, smtplib.SMTPException) as error:
             client.close()
+            why = getattr(error, "strerror", None) or type(error).__name__  # the same on any OS
             outcomes = [
-                Outcome(a, None, f"connection failed: {error}", "connection") for a in addresses
+                Outcome(a, None, f"connection failed: {why}", "connection") for a in addresses
             ]
         else:
             outcomes = transact(client, entry.sender, addresses, message)
@@ -366,5 +367,5 @@ def _default_status(action: str, outcome: Outcome) -> str:
     if action in ("delivered", "relayed"):
         return "2.0.0"
     if outcome.code is None:
-        return "4.4.1" if action == "delayed" else "5.4.7"
+        return "4.4.1"  # no answer from host (RFC 3463 §3.5)
     return f"{outcome.code // 100}.0.0"

@@ -69,6 +69,21 @@ REPLY_MEANINGS: dict[int, str] = {
     556: "Domain does not accept mail",
 }
 
+#: ESMTP extension keywords a server lists after EHLO (RFC 5321 §4.1.1.1), with
+#: the RFC that defines each and what it lets a client do.
+EXTENSIONS: dict[str, tuple[str, str]] = {
+    "SIZE": ("RFC 1870", "declare the message size up front; the server names its limit"),
+    "8BITMIME": ("RFC 6152", "send 8-bit text (BODY=8BITMIME) without re-encoding it"),
+    "SMTPUTF8": ("RFC 6531", "use UTF-8 in addresses and headers"),
+    "STARTTLS": ("RFC 3207", "turn this connection into an encrypted one"),
+    "AUTH": ("RFC 4954", "log in; the words after it are the mechanisms offered"),
+    "DSN": ("RFC 3461", "ask for delivery status notifications (NOTIFY=, RET=)"),
+    "ENHANCEDSTATUSCODES": ("RFC 2034", "replies carry a detailed code such as 5.1.1"),
+    "PIPELINING": ("RFC 2920", "send several commands without waiting for each reply"),
+    "CHUNKING": ("RFC 3030", "send the message in BDAT chunks instead of DATA"),
+    "HELP": ("RFC 5321 §4.1.1.8", "the HELP command answers"),
+}
+
 #: The first digit of a reply code, RFC 5321 §4.2.1.
 REPLY_CLASSES: dict[int, str] = {
     2: "Positive Completion: the action succeeded",

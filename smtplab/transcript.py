@@ -23,7 +23,7 @@ from __future__ import annotations
 import html
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 from smtplab.protocol import command_verb, reply_meaning, split_enhanced
 
@@ -100,6 +100,16 @@ class Reply:
             f"{self.code}{' ' if i == last else '-'}{text}".rstrip()
             for i, text in enumerate(self.texts)
         ]
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython's plain-text hook
+        printer.text(str(self))
+
+    def _repr_html_(self) -> str:
+        rows = "".join(_html_reply_line(self, line) for line in self.lines)
+        return f'<div class="smtplab-reply" style="font-family:monospace">{rows}</div>'
 
 
 @dataclass(frozen=True)
@@ -241,7 +251,7 @@ class Transcript:
     def __iter__(self) -> Iterator[Event]:
         return iter(self.events)
 
-    def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython's plain-text hook
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython's plain-text hook
         printer.text(f"{self.hop}\n{self.to_text()}")
 
     def _repr_html_(self) -> str:

@@ -52,3 +52,16 @@ def style_widget() -> ipw.HTML:
     widget = ipw.HTML(STYLE, layout=ipw.Layout(display="none"))
     widget.add_class("smtplab-style")
     return widget
+
+
+class ShortRepr:
+    """Mixin for views: a one-line text form instead of ipywidgets' repr of the whole tree.
+
+    That text is what GitHub and strict nbval see of a widget output; the full
+    repr would be hundreds of kilobytes of HTML.
+    """
+
+    kind = "smtplab widget"
+
+    def __repr__(self) -> str:
+        return f"<{self.kind}: run this notebook in Jupyter to use it>"

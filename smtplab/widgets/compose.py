@@ -16,7 +16,7 @@ from typing import Any
 
 import ipywidgets as ipw
 
-from smtplab.widgets._html import error_html, outcomes_html, style_widget
+from smtplab.widgets._html import ShortRepr, error_html, outcomes_html, style_widget
 from smtplab.widgets.models import FIELDS, Attachment, ComposeModel
 
 LABEL_STYLE = {"description_width": "80px"}
@@ -24,8 +24,10 @@ FIELD_WIDTH = "380px"
 AUTOMATIC = "automatic: the lab's default route"
 
 
-class ComposeView(ipw.VBox):
+class ComposeView(ShortRepr, ipw.VBox):
     """The form. Controls are attributes (``to``, ``subject``, ``send_button``…) for tests."""
+
+    kind = "smtplab compose form"
 
     def __init__(self, model: ComposeModel, **kwargs: Any):
         self.model = model

@@ -11,6 +11,7 @@ from typing import Any
 
 import ipywidgets as ipw
 
+from smtplab.widgets._html import ShortRepr
 from smtplab.widgets.compose import ComposeView
 from smtplab.widgets.mailbox_view import MailboxView
 from smtplab.widgets.models import DashboardModel
@@ -20,8 +21,10 @@ from smtplab.widgets.transcript_view import TranscriptView
 TAB_TITLES = ("Transcript", "Path", "Mailbox")
 
 
-class Dashboard(ipw.VBox):
+class Dashboard(ShortRepr, ipw.VBox):
     """Compose, transcript, path and mailbox views over one :class:`DashboardModel`."""
+
+    kind = "smtplab dashboard"
 
     def __init__(self, model: DashboardModel, **kwargs: Any):
         self.model = model

@@ -12,7 +12,7 @@ from typing import Any
 
 import ipywidgets as ipw
 
-from smtplab.widgets._html import error_html, style_widget
+from smtplab.widgets._html import ShortRepr, error_html, style_widget
 from smtplab.widgets.models import MailboxModel
 
 EMPTY = '<i style="color:#757575">No message selected.</i>'
@@ -43,8 +43,10 @@ def source_html(message: Any) -> str:
     )
 
 
-class MailboxView(ipw.VBox):
+class MailboxView(ShortRepr, ipw.VBox):
     """Pick a user, pick a message, read it; Refresh reads the mailbox again."""
+
+    kind = "smtplab mailbox view"
 
     def __init__(self, model: MailboxModel, **kwargs: Any):
         self.model = model

@@ -32,7 +32,7 @@ from typing import Any
 import ipywidgets as ipw
 
 from smtplab.transcript import Data, Reply, TLSStarted, Transcript
-from smtplab.widgets._html import style_widget
+from smtplab.widgets._html import ShortRepr, style_widget
 from smtplab.widgets.models import JourneyModel, PathModel
 
 CHAR_W = 6.7  # advance of an 11 px monospace character, for cutting labels to fit
@@ -421,8 +421,10 @@ def sequence_svg(transcript: Transcript) -> str:
 
 
 # -- the widget -------------------------------------------------------------------------
-class PathView(ipw.VBox):
+class PathView(ShortRepr, ipw.VBox):
     """The journey drawing above the sequence diagram of one hop (chosen in a dropdown)."""
+
+    kind = "smtplab path view"
 
     def __init__(self, model: PathModel, **kwargs: Any):
         self.model = model

@@ -15,7 +15,7 @@ from typing import Any
 
 import ipywidgets as ipw
 
-from smtplab.widgets._html import outcomes_html, style_widget
+from smtplab.widgets._html import ShortRepr, outcomes_html, style_widget
 from smtplab.widgets.models import JourneyModel
 
 EMPTY = '<i style="color:#757575">No message yet: send one and its conversation appears here.</i>'
@@ -32,8 +32,10 @@ def hop_titles(hops: list[Any]) -> list[str]:
     return titles
 
 
-class TranscriptView(ipw.VBox):
+class TranscriptView(ShortRepr, ipw.VBox):
     """Outcomes and progress above a Tab with one transcript per hop."""
+
+    kind = "smtplab transcript view"
 
     def __init__(self, model: JourneyModel, **kwargs: Any):
         self.model = model

@@ -1,0 +1,530 @@
+"""The widgets without a browser: set values, click, wait with a deadline, read models and HTML.
+
+Most tests drive a real lab (the ``lab`` fixture); a few use a stand-in with the
+same public shape where a real lab cannot be made to block or to accept a
+keyword it does not have yet.
+"""
+
+from __future__ import annotations
+
+import threading
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import ipywidgets as ipw
+
+from smtplab import InvalidInput
+from smtplab.journey import Journey, Step
+from smtplab.transcript import Closed, Command, Data, Note, Opened, Reply, TLSStarted, Transcript
+from smtplab.widgets import (
+    JourneyModel,
+    MailboxModel,
+    compose,
+    dashboard,
+    journey_of,
+    journey_svg,
+    mailbox_view,
+    path_view,
+    sequence_svg,
+    transcript_view,
+)
+from smtplab.widgets.models import Recorded, accepted_keywords
+
+DEADLINE = 15.0
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+# -- data for the drawings and the tabs ----------------------------------------------------
+def conversation(client: str, server: str, final: int = 250, *, tls: bool = False) -> Transcript:
+    events: list[Any] = [
+        Opened(0.0, client, server),
+        Reply(0.0, 220, (f"{server} ESMTP",)),
+        Command(0.0, f"EHLO {client}"),
+        Reply(0.0, 250, (server, "PIPELINING", "8BITMIME")),
+    ]
+    if tls:
+        events += [
+            Command(0.0, "STARTTLS"),
+            Reply(0.0, 220, ("Ready to start TLS",)),
+            TLSStarted(0.0, "TLSv1.3", "TLS_AES_256_GCM_SHA384"),
+        ]
+    events += [
+        Command(0.0, "MAIL FROM:<alice@example.com>"),
+        Reply(0.0, 250, ("2.1.0 Sender ok",)),
+        Command(0.0, "RCPT TO:<bob@example.org>"),
+        Reply(0.0, 250, ("2.1.5 Recipient <ok> & fine",)),
+        Command(0.0, "DATA"),
+        Reply(0.0, 354, ("End data with <CR><LF>.<CR><LF>",)),
+        Data(0.0, b"Subject: hi\r\n\r\nhello\r\n.\r\n"),
+        Reply(0.0, final, (f"{final // 100}.0.0 done",)),
+        Command(0.0, "QUIT"),
+        Reply(0.0, 221, ("2.0.0 Bye",)),
+        Note(0.0, "a remark"),
+        Closed(0.0),
+    ]
+    return Transcript(client, server, tuple(events))
+
+
+def relayed_steps() -> list[Step]:
+    """Submission, DNS, a greylisted attempt, a retry, success: the journey chapter 06 tells."""
+    rcpt = ("bob@example.org",)
+    return [
+        Step(
+            "submitted",
+            "client.example.com",
+            "→ smtp.example.com",
+            rcpt,
+            Recorded(conversation("client.example.com", "smtp.example.com", tls=True)),
+        ),
+        Step("queued", "smtp.example.com", "queued as 000001-1", rcpt),
+        Step("route", "smtp.example.com", "MX example.org: 10 mx1.example.org", rcpt),
+        Step(
+            "attempt",
+            "smtp.example.com",
+            "→ mx1.example.org: 451",
+            rcpt,
+            Recorded(conversation("smtp.example.com", "mx1.example.org", 451)),
+        ),
+        Step("retry", "smtp.example.com", "next attempt in 2 s", rcpt),
+        Step(
+            "attempt",
+            "smtp.example.com",
+            "→ mx1.example.org: 250",
+            rcpt,
+            Recorded(conversation("smtp.example.com", "mx1.example.org")),
+        ),
+        Step("delivered", "smtp.example.com", "mx1.example.org accepted it", rcpt),
+    ]
+
+
+def relayed_journey() -> Journey:
+    journey = Journey("<0001.test@example.com>", ("bob@example.org",))
+    for step in relayed_steps():
+        journey.add(step)
+    return journey
+
+
+# -- a stand-in lab, for what a real one cannot do on demand -------------------------------
+class StandInLab:
+    """The public shape the widgets use: world.users, servers, send, mailbox."""
+
+    def __init__(self, send: Any):
+        self.world = SimpleNamespace(
+            users=(SimpleNamespace(address="alice@example.com"),),
+            client_host="client.example.com",
+        )
+        self.servers = {"mx1.example.org": SimpleNamespace(role="mx")}
+        self.send = send
+        self.name = "stand-in"
+
+    def mailbox(self, address: str) -> list[Any]:
+        return []
+
+
+@dataclass
+class FakeResult:
+    """A SendResult from before journeys existed: outcomes and one transcript."""
+
+    server: str
+    message_id: str
+    recipients: tuple[str, ...]
+    outcomes: tuple[Any, ...]
+    transcript: Transcript
+
+
+# -- compose ------------------------------------------------------------------------------------
+def upload(name: str, content_type: str, content: bytes) -> dict[str, Any]:
+    """One entry of FileUpload.value, as the browser sends it."""
+    return {
+        "name": name,
+        "type": content_type,
+        "size": len(content),
+        "content": memoryview(content),
+        "last_modified": datetime(2026, 11, 2, 9, 0, tzinfo=UTC),
+    }
+
+
+def fill(view: Any, **values: str) -> None:
+    for name, value in values.items():
+        getattr(view, name).value = value
+
+
+def test_compose_sends_in_the_background_and_shows_the_outcome(lab):
+    view = compose(lab)
+    assert view.sender.options == tuple(u.address for u in lab.world.users)
+    assert ("mx1.example.org (mx)", "mx1.example.org") in view.via.options
+    fill(
+        view,
+        to="bob@example.org, carol@example.org",
+        subject="Hi",
+        body="Hello",
+        via="mx1.example.org",
+    )
+    assert view.model.to == "bob@example.org, carol@example.org"  # linked, not copied
+    view.send_button.click()
+    result = view.model.wait(DEADLINE)
+    assert result.ok and result.server == "mx1.example.org"
+    assert [o.recipient for o in result.outcomes] == ["bob@example.org", "carol@example.org"]
+    assert not view.send_button.disabled and view.send_button.description == "Send"
+    assert "2 accepted, 0 refused" in view.status.value
+    assert "✓ bob@example.org: 250" in view.outcomes.value
+    assert all(error.value == "" for error in view.errors.values())
+    assert [m.subject for m in lab.mailbox("carol@example.org")] == ["Hi"]
+
+
+def test_the_button_is_disabled_while_sending_and_a_second_click_is_ignored():
+    release = threading.Event()
+    calls: list[tuple[Any, ...]] = []
+
+    def send(sender, recipients, subject="", body="", *, cc=(), bcc=(), via=None):
+        calls.append((sender, recipients, subject, body))
+        if not release.wait(DEADLINE):
+            raise TimeoutError("the test never released the send")
+        return FakeResult("mx1.example.org", "<1@x>", (), (), conversation("c", "s"))
+
+    view = compose(StandInLab(send))
+    view.to.value = "bob@example.org"
+    view.send_button.click()
+    assert view.send_button.disabled and view.send_button.description == "Sending…"
+    assert view.model.send() is None  # already sending
+    release.set()
+    view.model.wait(DEADLINE)
+    assert not view.send_button.disabled
+    assert calls == [("alice@example.com", "bob@example.org", "", "")]
+
+
+def test_invalid_input_is_shown_beside_its_field_and_cleared_on_the_next_send(lab):
+    view = compose(lab)
+    fill(view, to="bob@@example.org", subject="Hi", via="mx1.example.org")
+    view.send_button.click()
+    assert view.model.wait(DEADLINE) is None
+    assert view.model.errors == {"to": "'bob@@example.org' is not an address like name@example.org"}
+    assert "is not an address like name@example.org" in view.errors["to"].value
+    assert "color:#c62828" in view.errors["to"].value
+    assert "Traceback" not in view.status.value and view.outcomes.value == ""
+    assert all(view.errors[f].value == "" for f in view.errors if f != "to")
+    # the To row holds the field and its error side by side
+    row = next(r for r in view.children if isinstance(r, ipw.HBox) and view.to in r.children)
+    assert row.children == (view.to, view.errors["to"])
+
+    fill(view, to="bob@example.org", subject="Two\r\nBcc: eve@example.net")
+    view.send_button.click()
+    view.model.wait(DEADLINE)
+    assert view.errors["to"].value == ""
+    assert "header injection" in view.errors["subject"].value
+
+    view.subject.value = "Fine"
+    view.send_button.click()
+    assert view.model.wait(DEADLINE).ok
+    assert all(error.value == "" for error in view.errors.values())
+
+
+def test_other_failures_are_shown_beside_send_not_as_a_traceback():
+    def send(sender, recipients, subject="", body="", *, cc=(), bcc=(), via=None):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    view = compose(StandInLab(send))
+    view.to.value = "bob@example.org"
+    view.send_button.click()
+    view.model.wait(DEADLINE)
+    assert "ConnectionRefusedError" in view.errors["send"].value
+    assert view.model.status == "Not sent."
+
+
+def test_unknown_fields_of_invalid_input_go_beside_send():
+    def send(sender, recipients, subject="", body="", *, cc=(), bcc=(), via=None):
+        raise InvalidInput("X-Custom", "bad header")
+
+    view = compose(StandInLab(send))
+    view.send_button.click()
+    view.model.wait(DEADLINE)
+    assert "X-Custom: bad header" in view.errors["send"].value
+
+
+def test_only_options_that_lab_send_accepts_are_offered_and_passed():
+    seen: dict[str, Any] = {}
+
+    def send(sender, recipients, subject="", body="", *, cc=(), bcc=(), via=None, starttls=False):
+        seen.update(via=via, starttls=starttls)
+        return FakeResult("mx1.example.org", "<1@x>", (), (), conversation("c", "s"))
+
+    view = compose(StandInLab(send))
+    assert list(view.option_boxes) == ["starttls"]  # no NOTIFY: send() has no notify=
+    view.option_boxes["starttls"].value = True
+    assert view.model.options == {"starttls": True}
+    view.to.value = "bob@example.org"
+    view.via.value = "mx1.example.org"
+    view.send_button.click()
+    view.model.wait(DEADLINE)
+    assert seen == {"via": "mx1.example.org", "starttls": True}
+
+
+def test_keywords_are_read_from_the_signature_and_kwargs_does_not_count():
+    def send(sender, recipients, *, via=None, **more):
+        pass
+
+    assert accepted_keywords(send) == {"sender", "recipients", "via"}
+
+
+def test_an_attachment_is_passed_as_attachments_when_lab_send_takes_them():
+    seen: dict[str, Any] = {}
+
+    def send(sender, recipients, subject="", body="", *, cc=(), bcc=(), via=None, attachments=()):
+        seen["attachments"] = attachments
+        return FakeResult("mx1.example.org", "<1@x>", (), (), conversation("c", "s"))
+
+    view = compose(StandInLab(send))
+    view.attachment.value = (upload("notes.txt", "text/plain", b"abc"),)
+    assert "notes.txt (3 bytes)" in view.attachment_name.value
+    view.to.value = "bob@example.org"
+    view.send_button.click()
+    view.model.wait(DEADLINE)
+    assert seen["attachments"] == [("notes.txt", b"abc", "text/plain")]
+
+
+def test_an_attachment_reaches_the_mailbox_even_before_lab_send_takes_attachments(lab):
+    view = compose(lab)
+    view.model.keywords = view.model.keywords - {"attachments"}  # build the message here
+    view.attachment.value = (upload("notes.txt", "text/plain", b"hello\n"),)
+    fill(
+        view,
+        to="bob@example.org",
+        subject="With a file",
+        body="see attached",
+        via="mx1.example.org",
+    )
+    view.send_button.click()
+    assert view.model.wait(DEADLINE).ok
+    (stored,) = lab.mailbox("bob@example.org")
+    assert stored.subject == "With a file"
+    (part,) = stored.message.iter_attachments()
+    assert part.get_filename() == "notes.txt" and part.get_content() == "hello\n"
+
+
+# -- transcripts -------------------------------------------------------------------------------
+def test_transcript_tabs_follow_a_journey_as_steps_arrive_from_other_threads():
+    journey = Journey("<0001.test@example.com>", ("bob@example.org",))
+    view = transcript_view(journey)
+    assert view.tabs.children == () and "&lt;0001.test@example.com&gt;" in view.summary.value
+    steps = relayed_steps()
+
+    def worker(chunk: list[Step]) -> None:
+        for step in chunk:
+            journey.add(step)
+
+    first = threading.Thread(target=worker, args=(steps[:4],))
+    first.start()
+    first.join(DEADLINE)
+    assert view.tabs.titles == (
+        "client.example.com → smtp.example.com",
+        "smtp.example.com → mx1.example.org",
+    )
+    assert "on its way" in view.summary.value
+    assert view.tabs.selected_index == 1
+    second = threading.Thread(target=worker, args=(steps[4:],))
+    second.start()
+    second.join(DEADLINE)
+    view.model.wait(DEADLINE)
+    assert view.tabs.titles[-1] == "smtp.example.com → mx1.example.org (2)"
+    assert len(view.tabs.children) == 3
+    assert view.tabs.children[1].value == steps[3].transcript._repr_html_()
+    assert "451" in view.tabs.children[1].value and "every recipient" in view.summary.value
+
+
+class LiveWire:
+    """A connection still going on: its transcript grows until ``closed`` is set."""
+
+    def __init__(self, *events: Any):
+        self.events = list(events)
+        self.closed = threading.Event()
+
+    def transcript(self) -> Transcript:
+        return Transcript("client.example.com", "mx1.example.org", tuple(self.events))
+
+
+def test_a_hop_still_going_on_is_read_again_when_its_connection_closes():
+    wire = LiveWire(Opened(0.0, "client.example.com", "mx1.example.org"))
+    journey = Journey("<1@x>", ("bob@example.org",))
+    journey.add(Step("submitted", "client.example.com", "→ mx1", ("bob@example.org",), wire))
+    view = transcript_view(journey)
+    assert "220" not in view.tabs.children[0].value
+    journey.add(Step("delivered", "mx1.example.org", "stored", ("bob@example.org",)))
+    wire.events += [Reply(0.0, 220, ("mx1.example.org ESMTP",)), Closed(0.0)]
+    wire.closed.set()  # no new step: only the watcher of the connection notices
+    view.model.wait(DEADLINE)
+    assert (
+        "220" in view.tabs.children[0].value and "connection closed" in view.tabs.children[0].value
+    )
+
+
+def test_a_journey_no_longer_shown_does_not_change_the_view():
+    old = Journey("<old@x>", ("bob@example.org",))
+    view = transcript_view(old)
+    view.model.show(relayed_journey())
+    old.add(relayed_steps()[0])  # the lab still reports on the old message
+    assert len(view.tabs.children) == 3 and view.model.journey is not old
+    other = JourneyModel(old)
+    assert other.hops == [relayed_steps()[0].transcript]
+
+
+def test_a_result_without_a_journey_shows_its_one_transcript():
+    transcript = conversation("client.example.com", "mx1.example.org")
+    outcome = SimpleNamespace(recipient="bob@example.org", code=250, text="ok", accepted=True)
+    result = FakeResult("mx1.example.org", "<1@x>", ("bob@example.org",), (outcome,), transcript)
+    view = transcript_view(result)
+    assert view.model.hops == [transcript]
+    assert view.tabs.titles == ("client.example.com → mx1.example.org",)
+    assert view.tabs.children[0].value == transcript._repr_html_()
+    journey = journey_of(result, {"mx1.example.org": "mx"})
+    assert [s.kind for s in journey.steps] == ["submitted", "delivered"] and journey.done
+
+
+# -- mailbox -----------------------------------------------------------------------------------
+def test_mailbox_view_lists_reads_and_refreshes(lab):
+    view = mailbox_view(lab, "bob@example.org")
+    assert view.messages.options == () and "0 messages" in view.count.value
+    lab.send("alice@example.com", "bob@example.org", "First", "one", via="mx1.example.org")
+    view.refresh_button.click()
+    assert [label for label, _ in view.messages.options] == ["1. alice@example.com — First"]
+    assert view.messages.value == 0
+    assert "<th" in view.headers.value and "Subject" in view.headers.value
+    assert "Return-Path" in view.headers.value and "First" in view.headers.value
+    assert "Subject: First" in view.source.value
+
+    lab.send("alice@example.com", "bob@example.org", "Second", "two", via="mx1.example.org")
+    view.refresh_button.click()
+    assert len(view.messages.options) == 2
+    assert view.messages.value == 0  # the selection is kept
+    view.messages.value = 1
+    assert view.model.message.subject == "Second" and "Second" in view.headers.value
+
+    view.user.value = "carol@example.org"
+    assert view.messages.options == () and view.model.selected == -1
+    assert "No message selected" in view.headers.value
+
+
+def test_an_unknown_mailbox_is_an_error_not_a_traceback(lab):
+    model = MailboxModel(lab, "nobody@example.org")
+    assert "not a lab user" in model.error and model.messages == []
+
+
+# -- drawings ----------------------------------------------------------------------------------
+def parse(svg: str) -> ET.Element:
+    root = ET.fromstring(svg)
+    assert root.tag == f"{SVG}svg"
+    return root
+
+
+def groups(root: ET.Element, css_class: str) -> list[ET.Element]:
+    return [g for g in root.iter(f"{SVG}g") if g.get("class", "").split()[0] == css_class]
+
+
+def texts(root: ET.Element) -> list[str]:
+    return [t.text or "" for t in root.iter(f"{SVG}text")]
+
+
+def test_journey_svg_draws_hosts_hops_mailboxes_dns_and_retries():
+    svg = journey_svg(relayed_journey(), roles={"smtp.example.com": "submission"})
+    assert svg == journey_svg(relayed_journey(), roles={"smtp.example.com": "submission"})
+    root = parse(svg)
+    words = texts(root)
+    for host in ("client.example.com", "smtp.example.com", "mx1.example.org"):
+        assert host in words
+    assert {"client", "submission", "mailbox", "bob@example.org"} <= set(words)
+    hops = groups(root, "hop")
+    assert len(hops) == 3  # client→smtp, smtp→mx1 (twice, one arrow), mx1→mailbox
+    assert "451 ↻ 250" in words
+    tags = [g.get("class") for g in groups(root, "tag")]
+    assert tags == ["tag queued", "tag route", "tag retry"]
+    assert any(w.startswith("DNS: MX example.org") for w in words)
+    assert any(w.startswith("↻ retry: next attempt") for w in words)
+    assert "1 delivered" in root.find(f"{SVG}title").text
+
+
+def test_journey_svg_escapes_cuts_long_text_and_keeps_it_in_a_tooltip():
+    journey = Journey("<a&b@example.com>", ("x@example.org",))
+    long = "550 " + "very long reason " * 20 + "<end>"
+    journey.add(Step("bounced", "smtp.example.com", long, ("x@example.org",)))
+    root = parse(journey_svg(journey))
+    (tag,) = groups(root, "tag")
+    assert tag.find(f"{SVG}title").text.endswith("<end> [x@example.org]")
+    assert any(t.endswith("…") for t in texts(tag))
+    assert "1 bounced" in root.find(f"{SVG}title").text
+
+
+def test_an_empty_journey_is_still_a_drawing():
+    root = parse(journey_svg(Journey("<1@x>", ("bob@example.org",))))
+    assert "No steps yet." in texts(root)
+
+
+def test_sequence_svg_has_two_lanes_and_an_arrow_per_command_and_reply():
+    transcript = conversation("client.example.com", "mx1.example.org", tls=True)
+    svg = sequence_svg(transcript)
+    assert svg == sequence_svg(conversation("client.example.com", "mx1.example.org", tls=True))
+    root = parse(svg)
+    assert len(groups(root, "lane")) == 2
+    assert len(groups(root, "command")) == len(transcript.commands) + 1  # + the message data
+    assert len(groups(root, "reply")) == len(transcript.replies)
+    words = texts(root)
+    assert "250-mx1.example.org (+2 lines)" in words
+    assert "250 2.1.5 Recipient <ok> & fine" in words  # escaped in the XML, intact once parsed
+    assert "[message data: 3 lines, 25 bytes] ." in words
+    assert len(groups(root, "note")) == 4  # connected, TLS, remark, closed
+    assert len([r for r in root.iter(f"{SVG}rect") if r.get("class") == "encrypted"]) == 1
+    five = groups(parse(sequence_svg(conversation("a", "b", 554))), "reply")
+    assert any(g.find(f"{SVG}line").get("stroke") == "#c62828" for g in five)
+
+
+def test_sequence_svg_masks_auth_and_cuts_long_lines():
+    transcript = Transcript(
+        "c",
+        "s",
+        (
+            Command(0.0, "AUTH PLAIN AGFsaWNlAHNlY3JldA=="),
+            Reply(0.0, 250, ("x" * 300,)),
+        ),
+    )
+    svg = sequence_svg(transcript)
+    assert "AGFsaWNlAHNlY3JldA==" not in svg
+    (reply,) = groups(parse(svg), "reply")
+    assert reply.find(f"{SVG}text").text.endswith("…")
+    assert reply.find(f"{SVG}title").text == "250 " + "x" * 300
+
+
+def test_path_view_shows_the_journey_and_the_chosen_hop():
+    view = path_view(relayed_journey())
+    assert (
+        view.journey_html.value.startswith("<svg") and "smtplab-journey" in view.journey_html.value
+    )
+    assert [label for label, _ in view.hop_picker.options][1:] == [
+        "1. client.example.com → smtp.example.com",
+        "2. smtp.example.com → mx1.example.org",
+        "3. smtp.example.com → mx1.example.org",
+    ]
+    assert "smtp.example.com → mx1.example.org" in view.sequence_html.value  # newest
+    view.hop_picker.value = 0
+    assert "client.example.com → smtp.example.com" in view.sequence_html.value
+
+
+# -- the dashboard ---------------------------------------------------------------------------------
+def test_dashboard_follows_a_submitted_message_to_the_mailbox(lab, capsys):
+    board = dashboard(lab)
+    assert isinstance(board, ipw.VBox) and board.tabs.titles == ("Transcript", "Path", "Mailbox")
+    fill(board.compose, to="bob@example.org", subject="Via submission", body="hello")
+    board.compose.send_button.click()
+    result = board.model.compose.wait(DEADLINE)
+    assert result.ok
+    board.model.journey.wait(DEADLINE)
+    titles = board.transcripts.tabs.titles
+    assert titles[0] == f"{lab.world.client_host} → {result.server}"
+    assert len(titles) == len(result.journey.hops())
+    assert all("250" in page.value for page in board.transcripts.tabs.children)
+    assert "<svg" in board.path.journey_html.value and "mailbox" in board.path.journey_html.value
+    assert len(board.path.hop_picker.options) == len(titles) + 1  # + "newest"
+    assert "221 2.0.0 Bye" in board.path.sequence_html.value
+    assert board.mailbox.user.value == "bob@example.org"
+    assert [m.subject for m in board.model.mailbox.messages] == ["Via submission"]
+    assert capsys.readouterr() == ("", "")  # nothing printed, from any thread
