@@ -172,7 +172,7 @@ def open_session(
         outcome = (None, f"{type(error).__name__}: {error}")
     else:
         return None
-    _quit(client)
+    quit_quietly(client)
     return [Outcome(r, outcome[0], outcome[1], stage) for r in recipients]
 
 
@@ -184,7 +184,8 @@ def opportunistic_tls(client: smtplib.SMTP, context: ssl.SSLContext) -> None:
         client.ehlo()
 
 
-def _quit(client: smtplib.SMTP) -> None:
+def quit_quietly(client: smtplib.SMTP) -> None:
+    """QUIT if the server still listens; close the socket either way."""
     try:
         client.quit()
     except (smtplib.SMTPException, OSError):
@@ -198,18 +199,21 @@ def transact(
     message: bytes,
     mail_options: list[str] | tuple[str, ...] = (),
     rcpt_options: list[str] | tuple[str, ...] = (),
+    *,
+    finish: bool = True,
 ) -> list[Outcome]:
     """One mail transaction (RFC 5321 §3.3): MAIL, RCPT per recipient, DATA, QUIT.
 
     Unlike smtplib.sendmail it keeps every recipient's own reply, which is what
-    a reader needs to see which recipient failed and why.
+    a reader needs to see which recipient failed and why. With ``finish=False``
+    the session stays open for another transaction (no QUIT).
     """
     outcomes: dict[str, Outcome] = {}
     try:
         client.ehlo_or_helo_if_needed()
         code, reply = client.mail(sender, list(mail_options))
         if code != 250:
-            _quit(client)
+            quit_quietly(client)
             return [Outcome(r, code, _text(reply), "MAIL") for r in recipients]
         for rcpt in recipients:
             code, reply = client.rcpt(rcpt, list(rcpt_options))
@@ -225,7 +229,8 @@ def transact(
                 outcomes[rcpt] = Outcome(rcpt, code, _text(reply), "DATA")
         else:
             client.rset()
-        client.quit()
+        if finish:
+            client.quit()
     except (smtplib.SMTPServerDisconnected, OSError) as error:
         for rcpt in recipients:
             outcomes.setdefault(

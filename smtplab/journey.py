@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -37,6 +38,7 @@ StepKind = Literal[
     "dsn",  # a delivery status notification was queued
     "note",
 ]
+DEFAULT_KEEP = 2000
 FINAL: frozenset[str] = frozenset({"delivered", "relayed", "refused", "bounced"})
 
 
@@ -162,16 +164,25 @@ class JourneyBook:
     Servers and queues see only the message, not who sent it; the Message-ID
     header is what ties their steps to the journey ``lab.send`` returned. A
     message from a real client (swaks, a mail program) gets a journey too.
+
+    The book keeps the ``keep`` most recent journeys (they hold their hops'
+    recordings), so a bulk run cannot grow the kernel's memory without bound.
     """
 
-    def __init__(self) -> None:
-        self._journeys: dict[str, Journey] = {}
+    def __init__(self, keep: int = DEFAULT_KEEP) -> None:
+        self._journeys: OrderedDict[str, Journey] = OrderedDict()
+        self._keep = keep
         self._lock = threading.Lock()
+
+    def _remember(self, message_id: str, journey: Journey) -> Journey:
+        self._journeys[message_id] = journey
+        while len(self._journeys) > self._keep:
+            self._journeys.popitem(last=False)
+        return journey
 
     def open(self, message_id: str, recipients: tuple[str, ...]) -> Journey:
         with self._lock:
-            journey = self._journeys[message_id] = Journey(message_id, recipients)
-            return journey
+            return self._remember(message_id, Journey(message_id, recipients))
 
     def get(self, message_id: str) -> Journey | None:
         with self._lock:
@@ -184,5 +195,5 @@ class JourneyBook:
         with self._lock:
             journey = self._journeys.get(message_id)
             if journey is None:
-                journey = self._journeys[message_id] = Journey(message_id, step.recipients)
+                journey = self._remember(message_id, Journey(message_id, step.recipients))
         journey.add(step)

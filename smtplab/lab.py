@@ -263,6 +263,8 @@ class Lab:
             user.address: Maildir(self.root / "mail" / user.address) for user in self.world.users
         }
         self._rng = random.Random(seed)
+        self._routes: dict[str, tuple[int, Route]] = {}
+        self._routes_lock = threading.Lock()
         self._message_ids = itertools.count(1)
         self.servers: dict[str, LabServer] = {}
         self.queues: dict[str, DeliveryQueue] = {}
@@ -271,6 +273,7 @@ class Lab:
         self._stopped = False
         try:
             self.ca = LabCA(self.root / "tls")
+            self.client_tls = self.ca.client_context()  # one context: reused by every client
             self.dns = self._zones()
             self.dns_server = LabDNSServer(self.dns).start()
             self.resolver = make_resolver(self.dns_server.host, self.dns_server.port)
@@ -310,12 +313,12 @@ class Lab:
         queue = DeliveryQueue(
             spec.host,
             Spool(self.root / "spool" / spec.host),
-            Hop(self.route, self._port_of, self._is_mailbox_host),
+            Hop(self._queue_route, self._port_of, self._is_mailbox_host),
             journeys=self.journeys,
             journal=self.journal,
             clock=self.clock,
             policy=retry,
-            open_client=lambda client: opportunistic_tls(client, self.ca.client_context()),
+            open_client=lambda client: opportunistic_tls(client, self.client_tls),
         )
         self.queues[spec.host] = queue
         handler = SubmissionHandler(spec.host, self.clock, queue)
@@ -357,6 +360,8 @@ class Lab:
         with ``lab.dns.replace(domain, "MX", [f"10 {host}."])``.
         """
         self.external[host] = port
+        if not any(f".{host}.".endswith(f".{zone}") for zone in self.dns.zones()):
+            self.dns.add_zone(host.partition(".")[2] or host)
         self.dns.replace(host, "A", [LOOPBACK])
 
     def ui(self) -> Any:
@@ -367,12 +372,12 @@ class Lab:
 
     def talk(self, host: str) -> Conversation:
         """Open a recorded connection to ``host`` to type SMTP by hand (see Conversation)."""
-        return Conversation(self._connect(host), self.ca.client_context())
+        return Conversation(self._connect(host), self.client_tls)
 
     def _connect(self, host: str) -> RecordingClient:
         """The lab's recording client, connected to ``host`` (or to its wiretap)."""
         server = self.server(host)
-        implicit = self.ca.client_context() if server.role == "submissions" else None
+        implicit = self.client_tls if server.role == "submissions" else None
         client = RecordingClient(
             host, client_name=self.world.client_host, journal=self.journal, implicit_tls=implicit
         )
@@ -412,6 +417,23 @@ class Lab:
         """Where mail for ``domain`` goes, asked of the lab DNS (RFC 5321 §5.1)."""
         return resolve_route(domain, self.resolver, self._rng)
 
+    def _queue_route(self, domain: str) -> Route:
+        """:meth:`route` for the queues, remembered until the lab DNS changes.
+
+        Real MTAs cache DNS answers for their TTL; here any edit of the lab DNS
+        (a record, a zone, a fault) makes the next delivery look again, so a
+        lesson's change still takes effect at once.
+        """
+        version = self.dns.version
+        with self._routes_lock:
+            cached = self._routes.get(domain)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        route = self.route(domain)
+        with self._routes_lock:
+            self._routes[domain] = (version, route)
+        return route
+
     def default_route(self, sender: str, recipients: list[str]) -> str:
         """Without ``via``: the sender's submission server, else the recipient's best MX."""
         for spec in self.world.servers:
@@ -437,6 +459,7 @@ class Lab:
         password: str | None = None,
         notify: Iterable[str] = (),
         ret: str | None = None,
+        attachments: Iterable[tuple[str, bytes, str]] = (),
     ) -> SendResult:
         """Send one message over a real SMTP connection and return what happened.
 
@@ -446,7 +469,9 @@ class Lab:
         with the sender's lab password, or ``password``). ``notify`` asks for
         delivery status notifications (RFC 3461: SUCCESS, FAILURE, DELAY,
         NEVER) and ``ret`` ("FULL" or "HDRS") what they return. ``message``
-        replaces the built message (an EmailMessage or raw bytes). The result's
+        replaces the built message (an EmailMessage or raw bytes).
+        ``attachments`` are ``(filename, content, "type/subtype")`` triples added
+        to the built message (multipart/mixed, RFC 2046). The result's
         ``journey`` follows the message on from there.
         """
         sender = check_address("from", sender)
@@ -460,6 +485,9 @@ class Lab:
             raise InvalidInput("to", "at least one recipient is required")
         host = via or self.default_route(sender, envelope)
         server = self.server(host)
+        attachments = list(attachments)
+        if message is not None and attachments:
+            raise InvalidInput("attachment", "attach files to the message you pass instead")
         message_id = f"<{next(self._message_ids):04d}.{self.name}@{domain_of(sender)}>"
         if message is None:
             message = build_message(
@@ -471,6 +499,7 @@ class Lab:
                 date=self.clock.rfc5322(),
                 message_id=message_id,
                 headers=headers,
+                attachments=attachments,
             )
         raw = message if isinstance(message, bytes) else message.as_bytes(policy=SMTP_POLICY)
         if message_id_of(raw) is None:  # as every mail program does (RFC 5322 §3.6.4)
@@ -484,7 +513,7 @@ class Lab:
         )
         submission = server.role != "mx"
         login = (sender, password or self._password(sender)) if submission else None
-        starttls = self.ca.client_context() if server.role == "submission" else None
+        starttls = self.client_tls if server.role == "submission" else None
         outcomes = open_session(client, envelope, context=starttls, login=login)
         if outcomes is None:
             mail_options = [f"RET={ret}"] if ret else []

@@ -98,6 +98,8 @@ class RecordStore:
         self._rrsets: dict[_Key, tuple[int, tuple[dns.rdata.Rdata, ...]]] = {}
         self._apexes: set[dns.name.Name] = set()
         self._faults: dict[dns.name.Name, Fault] = {}
+        #: Grows with every change (records, zones, faults): lets a cache know it is stale.
+        self.version = 0
 
     def add_zone(self, apex: str, ttl: int = 300) -> None:
         """Serve `apex` with an SOA; re-adding an existing zone changes nothing."""
@@ -106,6 +108,7 @@ class RecordStore:
             if origin in self._apexes:
                 return
             self._apexes.add(origin)
+            self.version += 1
             soa = f"ns.{origin} hostmaster.{origin} 1 3600 600 86400 60"
             self._rrsets[(origin, _SOA)] = (ttl, (_rdata(_SOA, soa),))
 
@@ -146,6 +149,7 @@ class RecordStore:
             raise ValueError(f"fault must be 'servfail' or 'timeout', not {kind!r}")
         with self._lock:
             self._faults[_name(name)] = kind
+            self.version += 1
 
     def clear_fault(self, name: str | None = None) -> None:
         """Clear the fault on `name`, or every fault if `name` is None."""
@@ -154,6 +158,7 @@ class RecordStore:
                 self._faults.clear()
             else:
                 self._faults.pop(_name(name), None)
+            self.version += 1
 
     def _edit(self, name: str, rdtype: str | int, change: Callable, ttl: int | None = None) -> int:
         """Apply `change` to one RRset under the lock and bump the zone's serial."""
@@ -177,6 +182,7 @@ class RecordStore:
         return max(inside, key=len, default=None)
 
     def _bump(self, owner: dns.name.Name) -> None:
+        self.version += 1
         apex = self._zone_of(owner)
         assert apex is not None
         ttl, (soa,) = self._rrsets[(apex, _SOA)]

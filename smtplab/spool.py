@@ -5,10 +5,13 @@ Theory of operation
 RFC 5321 §6.1: a server that answered 250 must not lose the message. So
 :meth:`Spool.put` returns only when every file is on disk for good: each entry is
 written to ``tmp/``, fsynced, renamed into ``queue/`` (atomic on POSIX), and the
-directory is fsynced once at the end. A crash before the rename leaves only a
-file in ``tmp/``, which :class:`Spool` deletes when it opens: half-written
-entries are never delivered. A crash after delivery but before
-:meth:`Spool.remove` means one duplicate on restart, which §6.1 accepts.
+directory is fsynced. Concurrent ``put`` calls share directory fsyncs (group
+commit): one fsync made after a rename makes that rename durable, whoever made
+it. A crash before the rename leaves only a file in ``tmp/``, which
+:class:`Spool` deletes when it opens: half-written entries are never delivered.
+
+:meth:`Spool.remove` does not fsync: if a crash undoes a removal, the message is
+delivered once more after restart, the one duplicate that §6.1 accepts.
 
 Each file holds one JSON line (the envelope: sender, the recipients still to
 deliver, attempt count, next attempt, DSN options) and then the message bytes
@@ -74,6 +77,9 @@ class Spool:
         for leftover in self._tmp.iterdir():
             leftover.unlink()
         self._lock = threading.Lock()
+        self._durable = threading.Condition()
+        self._renamed = self._synced = 0  # rename generations: made, and made durable
+        self._syncing = False
         self._next = 1 + max(
             (int(p.name.split("-")[0], 16) for p in self._queue.iterdir()), default=0
         )
@@ -88,16 +94,35 @@ class Spool:
         """Store entries durably (see the module docstring); raises OSError on failure."""
         for entry in entries:
             self._write(entry, message)
-        fsync_dir(self._queue)
+        self._commit()
 
     def update(self, entry: QueueEntry) -> None:
         """Rewrite an entry's envelope (after an attempt), keeping its message."""
         self._write(entry, self.message(entry.qid))
-        fsync_dir(self._queue)
+        self._commit()
 
     def remove(self, qid: str) -> None:
+        """Forget a delivered entry (no fsync: see the module docstring)."""
         (self._queue / qid).unlink(missing_ok=True)
-        fsync_dir(self._queue)
+
+    def _commit(self) -> None:
+        """Make this thread's renames durable, sharing one directory fsync with others."""
+        with self._durable:
+            self._renamed += 1
+            mine = self._renamed
+            while self._synced < mine:
+                if self._syncing:
+                    self._durable.wait()
+                    continue
+                self._syncing, target = True, self._renamed
+                self._durable.release()
+                try:
+                    fsync_dir(self._queue)
+                finally:
+                    self._durable.acquire()
+                    self._syncing = False
+                    self._durable.notify_all()
+                self._synced = max(self._synced, target)
 
     def message(self, qid: str) -> bytes:
         return (self._queue / qid).read_bytes().split(b"\n", 1)[1]

@@ -241,3 +241,13 @@ def test_describe_lists_submission_dns_and_ca(lab):
     assert described["dns"]["port"] == lab.dns_server.port
     pem = Path(described["ca_cert"]).read_text()
     assert pem.startswith("-----BEGIN CERTIFICATE-----")
+
+
+def test_the_journey_book_is_bounded():
+    from smtplab.journey import JourneyBook, Step
+
+    book = JourneyBook(keep=3)
+    for n in range(5):
+        book.add(f"<{n}@x>", Step("queued", "h", "t", ("a@x",)))
+    assert book.get("<0@x>") is None and book.get("<1@x>") is None
+    assert book.get("<4@x>").steps[0].kind == "queued"
