@@ -60,8 +60,14 @@ def build_message(
     date: str,
     message_id: str,
     headers: dict[str, str] | None = None,
+    attachments: Iterable[tuple[str, bytes, str]] = (),
 ) -> EmailMessage:
-    """An RFC 5322 message. Bcc recipients are not given: they never appear in headers."""
+    """An RFC 5322 message. Bcc recipients are not given: they never appear in headers.
+
+    ``attachments`` are ``(filename, content, "type/subtype")``; with any, the
+    message becomes multipart/mixed (RFC 2046 §5.1.3) with a boundary derived
+    from ``message_id``, so the same message always has the same bytes.
+    """
     message = EmailMessage()
     message["From"] = sender
     if to:
@@ -74,4 +80,25 @@ def build_message(
     for name, value in (headers or {}).items():
         message[check_header_text(name, name)] = check_header_text(name, value)
     message.set_content(body)
+    for filename, content, content_type in attachments:
+        maintype, _, subtype = content_type.partition("/")
+        if not maintype or not subtype or "/" in subtype:
+            raise InvalidInput("attachment", f"{content_type!r} is not a MIME type like text/plain")
+        if not check_header_text("attachment", filename).strip():
+            raise InvalidInput("attachment", "an attached file needs a name")
+        message.add_attachment(
+            bytes(content), maintype=maintype, subtype=subtype, filename=filename
+        )
+    if message.is_multipart():
+        message.set_boundary(boundary_for(message_id))
     return message
+
+
+def boundary_for(message_id: str) -> str:
+    """A MIME boundary made from the Message-ID (RFC 2046 §5.1.1: at most 70 characters).
+
+    It starts with ``=_``, which quoted-printable and base64 content can never
+    contain (RFC 2045 §6.7), so it cannot collide with an encoded part.
+    """
+    token = re.sub(r"[^A-Za-z0-9.-]", ".", message_id.strip("<>"))
+    return f"=_smtplab_{token}"[:70]
