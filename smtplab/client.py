@@ -10,6 +10,7 @@ checked against the name and transcripts name hosts, not ports.
 from __future__ import annotations
 
 import io
+import re
 import smtplib
 import socket
 import ssl
@@ -184,6 +185,24 @@ def opportunistic_tls(client: smtplib.SMTP, context: ssl.SSLContext) -> None:
         client.ehlo()
 
 
+_EIGHT_BIT = re.compile(rb"[\x80-\xff]")
+
+
+def declarations(
+    client: smtplib.SMTP, sender: str, recipients: list[str], message: bytes
+) -> list[str] | None:
+    """MAIL parameters this message needs: ``BODY=8BITMIME`` for 8-bit content (RFC 6152)
+    and ``SMTPUTF8`` for non-ASCII addresses (RFC 6531); None if the server lacks SMTPUTF8."""
+    needed = []
+    if _EIGHT_BIT.search(message) and client.has_extn("8bitmime"):
+        needed.append("BODY=8BITMIME")
+    if not all(address.isascii() for address in (sender, *recipients)):
+        if not client.has_extn("smtputf8"):
+            return None
+        needed.append("SMTPUTF8")
+    return needed
+
+
 def quit_quietly(client: smtplib.SMTP) -> None:
     """QUIT if the server still listens; close the socket either way."""
     try:
@@ -211,7 +230,12 @@ def transact(
     outcomes: dict[str, Outcome] = {}
     try:
         client.ehlo_or_helo_if_needed()
-        code, reply = client.mail(sender, list(mail_options))
+        needed = declarations(client, sender, recipients, message)
+        if needed is None:
+            text = "non-ASCII address, but the server does not offer SMTPUTF8 (RFC 6531 §3.2)"
+            quit_quietly(client)
+            return [Outcome(r, None, text, "MAIL") for r in recipients]
+        code, reply = client.mail(sender, [*mail_options, *needed])
         if code != 250:
             quit_quietly(client)
             return [Outcome(r, code, _text(reply), "MAIL") for r in recipients]

@@ -46,7 +46,7 @@ class Conversation:
         elif verb.upper() == "HELO":
             self._client.helo(argument)
         else:
-            self._client.send(f"{line}\r\n")
+            self._client.send(f"{line}\r\n".encode())  # UTF-8, for SMTPUTF8 lessons (RFC 6531)
             self._client.getreply()
         return self._last_reply()
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from smtplab.protocol import command_verb, reply_meaning, split_enhanced
@@ -41,7 +41,7 @@ _COLOUR: dict[Side, str] = {"client": "#1f5fa8", "server": "#2e7d32", "info": "#
 class Opened:
     """The TCP connection was established."""
 
-    t: float
+    t: float = field(repr=False)
     client: str
     server: str
 
@@ -50,7 +50,7 @@ class Opened:
 class Command:
     """One line the client sent outside DATA. ``secret`` marks an AUTH response line."""
 
-    t: float
+    t: float = field(repr=False)
     line: str
     secret: bool = False
 
@@ -74,7 +74,7 @@ class Command:
 class Reply:
     """A complete server reply; a multi-line reply (``250-...``) is one Reply."""
 
-    t: float
+    t: float = field(repr=False)
     code: int
     texts: tuple[str, ...]
 
@@ -116,7 +116,7 @@ class Reply:
 class Data:
     """The message data as it crossed the wire: dot-stuffed, terminator included."""
 
-    t: float
+    t: float = field(repr=False)
     wire: bytes
 
     @property
@@ -130,7 +130,7 @@ class Data:
 class TLSStarted:
     """The TLS handshake completed; everything after it was encrypted on the wire."""
 
-    t: float
+    t: float = field(repr=False)
     version: str
     cipher: str
 
@@ -139,7 +139,7 @@ class TLSStarted:
 class Note:
     """A remark from the lab (not part of the protocol)."""
 
-    t: float
+    t: float = field(repr=False)
     text: str
 
 
@@ -147,7 +147,7 @@ class Note:
 class Closed:
     """The connection ended."""
 
-    t: float
+    t: float = field(repr=False)
 
 
 Event = Opened | Command | Reply | Data | TLSStarted | Note | Closed

@@ -145,3 +145,18 @@ def test_describe_is_the_json_contract(lab):
     users = {u["address"]: u for u in described["users"]}
     assert users["bob@example.org"]["password"]
     assert users["bob@example.org"]["maildir"].startswith(str(lab.root))
+
+
+def test_eight_bit_bodies_and_international_addresses_are_declared(lab):
+    """RFC 6152 (BODY=8BITMIME) and RFC 6531 (SMTPUTF8) are declared when needed."""
+    cafe = lab.send("alice@example.com", "bob@example.org", "Café", "Un café crème.\n",
+                    via="mx1.example.org")
+    assert cafe.ok
+    assert cafe.transcript.commands[1].line == "MAIL FROM:<alice@example.com> BODY=8BITMIME"
+    jose = lab.send("josé@example.com", "bob@example.org", "Hola", "x", via="mx1.example.org")
+    assert jose.ok
+    assert jose.transcript.commands[1].line == "MAIL FROM:<josé@example.com> SMTPUTF8"
+    lab.server("mx1.example.org").disable("SMTPUTF8")
+    refused = lab.send("josé@example.com", "bob@example.org", "Hola", "x", via="mx1.example.org")
+    (outcome,) = refused.outcomes
+    assert outcome.code is None and "SMTPUTF8" in outcome.text
