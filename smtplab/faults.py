@@ -7,6 +7,9 @@ the connection" (``reply=None``), for a number of times or for ever.
 ``END-OF-DATA`` is the moment after the final dot, before the server answers:
 dropping there is the classic "did my message get through?" case (RFC 5321
 §6.1 and §4.5.4.1 tell the sender to assume it did not).
+
+``latency`` puts the server a network round trip away (the Internet's 20-50 ms),
+which is what makes PIPELINING (RFC 2920) and connection reuse matter.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ class Faults:
     def __init__(self) -> None:
         self._rules: list[FaultRule] = []
         self._lock = threading.Lock()
+        #: A simulated network round trip, in seconds: what a client sends reaches the
+        #: session this much later (and the greeting comes this much after connecting),
+        #: so each wait for a reply costs one round trip (see :mod:`smtplab.server`).
         self.latency = 0.0
 
     def add(self, command: str, reply: str | None, times: int | None = 1) -> None:

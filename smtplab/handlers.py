@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from aiosmtpd.smtp import Envelope, LoginPassword, Session
 
@@ -29,6 +30,9 @@ from smtplab.outbound import DeliveryQueue
 from smtplab.protocol import count_received, normalize_newlines
 from smtplab.server import LabEnvelope, RecordingSMTP
 from smtplab.spool import QueuedRecipient
+
+if TYPE_CHECKING:
+    from smtplab.labauth import Decision
 
 #: RFC 5321 §6.3 asks for a threshold of at least 100 Received: headers.
 MAX_HOPS = 100
@@ -156,23 +160,41 @@ class MailboxHandler(RoleHandler):
         envelope.rcpt_options.extend(options)
         return "250 2.1.5 Recipient ok"
 
+    #: Checks run after DATA, before anything is stored (chapter 09: SPF, DKIM, DMARC and a
+    #: spam score, see smtplab.labauth): a refusal, or the content to store and its folder.
+    inspector: Callable[[Session, Envelope, bytes], Decision] | None = None
+
     async def handle_DATA(self, server: RecordingSMTP, session: Session, envelope: Envelope) -> str:
         content, refusal = self.screen(envelope.original_content or b"")
         if refusal:
             return refusal
+        folder = None
+        if self.inspector is not None:
+            decision = await asyncio.to_thread(self.inspector, session, envelope, content)
+            if decision.refusal:
+                return decision.refusal
+            content, folder = decision.content, decision.folder
         queue_id = self.next_id()
         try:
-            await asyncio.to_thread(self._store, session, envelope, content, queue_id)
+            await asyncio.to_thread(self._store, session, envelope, content, queue_id, folder)
         except OSError as error:
             return f"451 4.3.0 Message not stored, try again later ({error.strerror})"
         return f"250 2.0.0 Ok: queued as {queue_id}"
 
-    def _store(self, session: Session, envelope: Envelope, content: bytes, queue_id: str) -> None:
+    def _store(
+        self,
+        session: Session,
+        envelope: Envelope,
+        content: bytes,
+        queue_id: str,
+        folder: str | None = None,
+    ) -> None:
         sender = reverse_path(envelope)
         for rcpt in envelope.rcpt_tos:
             trace = received_header(self.host, session, queue_id, rcpt, self.clock.rfc5322())
             head = f"Return-Path: <{sender}>\r\n{trace}".encode()
-            self.mailboxes[rcpt.lower()].deliver(head + content)
+            mailbox = self.mailboxes[rcpt.lower()]
+            (mailbox.folder(folder) if folder else mailbox).deliver(head + content)
 
     def __repr__(self) -> str:
         return f"MailboxHandler({self.host!r}, domains={sorted(self.domains)!r})"

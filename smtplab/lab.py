@@ -38,15 +38,19 @@ from smtplab.client import Outcome, RecordingClient, open_session, opportunistic
 from smtplab.clock import LabClock
 from smtplab.compose import InvalidInput, address_list, build_message, check_address
 from smtplab.conversation import Conversation
+from smtplab.dovecot import Dovecot, MailstoreUnavailable
+from smtplab.dovecot import for_lab as dovecot_for_lab
 from smtplab.faults import Faults
 from smtplab.handlers import MailboxHandler, RoleHandler, SubmissionHandler, domain_of
 from smtplab.journal import WireJournal
 from smtplab.journey import Journey, JourneyBook, Step
+from smtplab.labauth import LabAuthenticity
 from smtplab.labdns import LabDNSServer, RecordStore, make_resolver
 from smtplab.maildir import Mailbox, Maildir
 from smtplab.mx import Route, resolve_route
 from smtplab.outbound import DeliveryQueue, Hop, RetryPolicy
 from smtplab.protocol import message_id_of
+from smtplab.retrieval import FetchResult, Protocol, TLSMode, fetch_mailbox
 from smtplab.server import LAB_EXTENSIONS, LOOPBACK, LabController
 from smtplab.spool import Spool
 from smtplab.tlsca import Eavesdropper, LabCA
@@ -237,6 +241,10 @@ class Lab:
     lab (a restarted lab delivers what its queues still hold); without it they
     live in a temporary folder removed at :meth:`stop`. ``seed`` fixes the
     shuffle of equal-preference MX hosts, so runs are repeatable.
+    ``retrieval=True`` also starts POP3 and IMAP (a private Dovecot) for
+    :meth:`fetch`; ``"auto"`` starts them only where Dovecot is installed.
+    ``authenticity=True`` switches on SPF, DKIM, DMARC and a spam filter
+    (chapter 09): see ``lab.auth``, a :class:`~smtplab.labauth.LabAuthenticity`.
     """
 
     def __init__(
@@ -247,6 +255,8 @@ class Lab:
         root: Path | str | None = None,
         seed: int = 0,
         retry: RetryPolicy = DEFAULT_RETRY,
+        retrieval: bool | str = False,
+        authenticity: bool = False,
     ):
         with _running_lock:
             previous = _running.pop(name, None)
@@ -270,6 +280,9 @@ class Lab:
         self.queues: dict[str, DeliveryQueue] = {}
         self.external: dict[str, int] = {}
         self._taps: dict[str, int] = {}
+        self.mailstore: Dovecot | None = None
+        self.mailstore_unavailable: str | None = None if retrieval else "not asked for"
+        self.auth: LabAuthenticity | None = None
         self._stopped = False
         try:
             self.ca = LabCA(self.root / "tls")
@@ -277,10 +290,19 @@ class Lab:
             self.dns = self._zones()
             self.dns_server = LabDNSServer(self.dns).start()
             self.resolver = make_resolver(self.dns_server.host, self.dns_server.port)
+            if authenticity:  # chapter 09: addresses, DKIM keys, SPF/DKIM/DMARC records
+                self.auth = LabAuthenticity(self.world, self.dns, self.resolver, self.clock)
             for spec in self.world.servers:
                 self.servers[spec.host] = self._start(spec, retry)
             for queue in self.queues.values():
                 queue.start()
+            if retrieval:  # POP3/IMAP (chapter 11): a private Dovecot, see smtplab.dovecot
+                try:
+                    self.mailstore = dovecot_for_lab(self)
+                except MailstoreUnavailable as why:
+                    if retrieval != "auto":
+                        raise
+                    self.mailstore_unavailable = str(why)
         except BaseException:
             self.stop()
             raise
@@ -309,6 +331,8 @@ class Lab:
         if spec.role == "mx":  # port 25: STARTTLS offered, never required (RFC 3207 §4)
             mailboxes = {a: m for a, m in self.maildirs.items() if domain_of(a) in spec.domains}
             handler = MailboxHandler(spec.host, set(spec.domains), mailboxes, self.clock)
+            if self.auth is not None:  # chapter 09: SPF, DKIM, DMARC and the spam filter
+                handler.inspector = self.auth.inspector(spec.host)
             return LabServer(spec, handler, self.journal, tls_context=tls, **common)
         queue = DeliveryQueue(
             spec.host,
@@ -319,6 +343,8 @@ class Lab:
             clock=self.clock,
             policy=retry,
             open_client=lambda client: opportunistic_tls(client, self.client_tls),
+            outgoing=self.auth.outgoing(spec.host) if self.auth else None,
+            source_address=self.auth.address(spec.host) if self.auth else None,
         )
         self.queues[spec.host] = queue
         handler = SubmissionHandler(spec.host, self.clock, queue)
@@ -554,12 +580,53 @@ class Lab:
         user = self.world.user(address)
         return user.password if user is not None else ""
 
-    def mailbox(self, address: str) -> Mailbox:
-        """The messages delivered to a lab user so far, oldest first."""
+    def mailbox(self, address: str, folder: str | None = None) -> Mailbox:
+        """The messages delivered to a lab user so far, oldest first.
+
+        ``folder="Junk"`` shows what the spam filter set aside (chapter 09).
+        """
         address = address.lower()
         if address not in self.maildirs:
             raise KeyError(f"{address!r} is not a lab user; have {sorted(self.maildirs)}")
+        if folder:
+            return Mailbox(f"{address} ({folder})", self.maildirs[address].folder(folder))
         return Mailbox(address, self.maildirs[address])
+
+    def fetch(
+        self,
+        address: str,
+        protocol: Protocol = "imap",
+        *,
+        password: str | None = None,
+        tls: TLSMode = "starttls",
+        delete: bool = False,
+    ) -> FetchResult:
+        """Read ``address``'s inbox the way a mail program does: over IMAP or POP3.
+
+        Needs ``Lab(retrieval=True)``. ``tls`` is "starttls" (the plain port,
+        upgraded), "implicit" (TLS from the first byte) or "none"; ``delete``
+        (POP3) removes each message after downloading it. The result holds the
+        messages and the recorded transcript (see :mod:`smtplab.retrieval`).
+        """
+        if self.mailstore is None:
+            raise RuntimeError(
+                f"POP3/IMAP are not running ({self.mailstore_unavailable}); "
+                "start the lab with Lab(retrieval=True)"
+            )
+        if protocol not in ("imap", "pop3"):
+            raise ValueError(f"protocol must be 'imap' or 'pop3', not {protocol!r}")
+        listener = self.mailstore.listeners[f"{protocol}s" if tls == "implicit" else protocol]
+        return fetch_mailbox(
+            listener.host,
+            listener.port,
+            address.lower(),
+            password if password is not None else self._password(address),
+            protocol=protocol,
+            tls=tls,
+            context=self.ca.client_context(),
+            client_name=self.world.client_host,
+            delete=delete,
+        )
 
     def transcripts(
         self, server: str | None = None, *, at_least: int = 0, timeout: float = 10.0
@@ -585,7 +652,8 @@ class Lab:
         """The lab as data: the contract behind ``smtplab up --json`` (only add keys)."""
         return {
             "name": self.name,
-            "servers": [s.describe() for s in self.servers.values()],
+            "servers": [s.describe() for s in self.servers.values()]
+            + (self.mailstore.describe() if self.mailstore else []),
             "users": [
                 {
                     "address": u.address,
@@ -604,6 +672,9 @@ class Lab:
         for s in self.servers.values():
             where = f"{LOOPBACK}:{s.port}" if ports else ""
             rows.append(f"{s.role:<12}{s.host:<20}{' '.join(s.spec.domains):<14}{where}".rstrip())
+        for d in self.mailstore.describe() if self.mailstore else []:  # POP3/IMAP: all domains
+            where = f"{LOOPBACK}:{d['port']}" if ports else ""
+            rows.append(f"{d['role']:<12}{d['host']:<20}{'(all)':<14}{where}".rstrip())
         rows += ["", "users: " + ", ".join(u.address for u in self.world.users)]
         return "\n".join(rows)
 
@@ -637,6 +708,8 @@ class Lab:
         with _running_lock:
             if _running.get(self.name) is self:
                 del _running[self.name]
+        if self.mailstore is not None:
+            self.mailstore.stop()
         if self._folder is not None:
             self._folder.cleanup()
 

@@ -82,13 +82,21 @@ class Maildir:
             sequence = next(_sequence)
         key = f"{sequence:010d}.P{os.getpid()}.smtplab"
         tmp = self.path / "tmp" / key
-        with open(tmp, "xb") as handle:
-            handle.write(message.replace(b"\r\n", b"\n"))
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with open(tmp, "xb") as handle:
+                handle.write(message.replace(b"\r\n", b"\n"))
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError:
+            tmp.unlink(missing_ok=True)  # no half-written file left behind
+            raise
         os.rename(tmp, self.path / "new" / key)
         fsync_dir(self.path / "new")
         return key
+
+    def folder(self, name: str) -> Maildir:
+        """A subfolder such as ``Junk``: a Maildir of its own at ``.Junk`` (Maildir++)."""
+        return Maildir(self.path / f".{name}")
 
     def messages(self) -> list[StoredMessage]:
         """Every delivered message, oldest first (keys sort in delivery order)."""

@@ -87,6 +87,8 @@ class DeliveryQueue:
         clock: LabClock,
         policy: RetryPolicy = DEFAULT_POLICY,
         open_client: Callable[[RecordingClient], None] = lambda client: None,
+        outgoing: Callable[[bytes], bytes] | None = None,
+        source_address: str | None = None,
     ):
         self.host = host
         self.spool = spool
@@ -96,6 +98,10 @@ class DeliveryQueue:
         self.clock = clock
         self.policy = policy
         self.open_client = open_client
+        #: Chapter 09: a last change to each message as it leaves (the lab's DKIM signer),
+        #: and the loopback address this host's connections come from (for SPF).
+        self.outgoing = outgoing
+        self.source_address = source_address
         self._due: list[tuple[float, str]] = []
         self._entries: dict[str, QueueEntry] = {}
         self._wake = threading.Condition()
@@ -232,6 +238,8 @@ class DeliveryQueue:
         self._step(entry, "route", str(route).splitlines()[-1], addresses)
         outcomes, server = [], None
         message = self.spool.message(entry.qid)
+        if self.outgoing is not None:
+            message = self.outgoing(message)
         for candidate in route.candidates:
             port = self.hop.locate(candidate.host)
             if port is None:
@@ -269,6 +277,8 @@ class DeliveryQueue:
                 return client
         self._close_open()
         client = RecordingClient(host, client_name=self.host, journal=self.journal)
+        if self.source_address is not None:  # smtplib binds the socket to it
+            client.source_address = (self.source_address, 0)
         try:
             client.connect(host, port)
             self.open_client(client)

@@ -94,8 +94,9 @@ REPLY_CLASSES: dict[int, str] = {
 
 
 #: RFC 3463 codes for replies that carry none (aiosmtpd's stock replies). The
-#: text rules come first: "command not recognized" is 5.5.1, other 500s 5.5.2.
-_ENHANCED_BY_TEXT = (("not recognized", "5.5.1"), ("lack of security", "5.7.0"))
+#: text rules come first: "command not recognized" is 5.5.1, other 500s 5.5.2;
+#: "555 ... parameters not recognized" stays 5.5.4 (invalid command arguments).
+_ENHANCED_BY_TEXT = ((500, "not recognized", "5.5.1"), (554, "lack of security", "5.7.0"))
 _ENHANCED_BY_CODE = {
     421: "4.3.0",
     450: "4.2.0",
@@ -125,7 +126,12 @@ def with_enhanced_code(reply: str) -> str:
     parsed = parse_reply_line(reply)
     if parsed is None or parsed.code in _NOT_ENHANCED or split_enhanced(parsed.text)[0]:
         return reply
-    status = next((s for text, s in _ENHANCED_BY_TEXT if text in parsed.text), None)
+    if parsed.code // 100 == 3:  # RFC 3463 §3.1: a status code's class is 2, 4 or 5
+        return reply
+    status = next(
+        (s for code, text, s in _ENHANCED_BY_TEXT if code == parsed.code and text in parsed.text),
+        None,
+    )
     status = status or _ENHANCED_BY_CODE.get(parsed.code, f"{parsed.code // 100}.0.0")
     return f"{parsed.code}{' ' if parsed.last else '-'}{status} {parsed.text}".rstrip()
 

@@ -18,11 +18,36 @@ Theory of operation
 * The Controller opens one readiness probe connection on start. Nobody else can
   know the port before ``start()`` returns, so the first connection is always
   the probe, and its log is never put in the journal.
+* Latency (``LabServer.slow_down``) models a network round trip, not a slow
+  server: bytes the client sends reach the session ``Faults.latency`` seconds
+  after they arrive, in order, and the greeting comes one round trip after the
+  connection (TCP's handshake); replies are written at once. So a client that
+  waits for each reply pays a round trip per command, while a pipelined group
+  (RFC 2920) pays one for all its commands. Bytes are recorded when they reach
+  the session, so a transcript reads the same with or without latency. A
+  client that closes right after its last command (``QUIT``, then FIN) still
+  has that command read: its end of file waits behind the bytes in flight (on a
+  plain socket the server can still answer; under TLS the connection closes at
+  once, so the command is read but not answered). Bytes still in flight when
+  the *server* hangs up, or the client resets, are lost, as on a real network.
+  The TLS handshake itself is not delayed.
+* Limits (RFC 5321 §4.5.3): a command line is at most 512 octets with its CRLF
+  (longer: 500 5.5.2; MAIL and RCPT get the allowances of SIZE, SMTPUTF8 and
+  DSN), a transaction at most 100 recipients (then 452 4.5.3), a server at most
+  ``max_connections`` sessions (then 421 4.7.0). A session idle for ``timeout``
+  seconds, or whose DATA has not ended ``timeout`` seconds after the DATA
+  command (aiosmtpd does not restart its timer on data lines), gets 421 4.4.2
+  before the server closes it.
+* Command lines end with CRLF only (§2.3.8): a bare LF, or a NUL in a command,
+  gets an error reply, and the session goes on. Too many unknown commands end
+  it with 421. A non-ASCII address without SMTPUTF8 gets 553 5.6.7 (RFC 6531
+  §3.5).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import socket
 import ssl
@@ -34,7 +59,7 @@ from aiosmtpd.smtp import SMTP, Envelope, syntax
 from smtplab.dsn import DSNParamError, MailDSN, RcptDSN, split_mail_params, split_rcpt_params
 from smtplab.faults import END_OF_DATA, FaultRule, Faults
 from smtplab.journal import WireJournal
-from smtplab.protocol import CRLF, with_enhanced_code
+from smtplab.protocol import COMMAND_LINE_LIMIT, CRLF, with_enhanced_code
 from smtplab.wire import WireLog
 
 # aiosmtpd logs to "mail.log"; with no handler anywhere, Python's last-resort
@@ -49,6 +74,43 @@ LOOPBACK = "127.0.0.1"
 LAB_EXTENSIONS = frozenset({"PIPELINING", "ENHANCEDSTATUSCODES", "DSN"})
 #: Failed AUTH attempts before the server hangs up (brute-force protection).
 AUTH_FAILURE_LIMIT = 3
+#: Recipients per transaction: RFC 5321 §4.5.3.1.8 asks for at least 100.
+MAX_RECIPIENTS = 100
+#: Sessions one server holds at once (as Postfix's default process limit).
+MAX_CONNECTIONS = 100
+#: How much longer MAIL and RCPT lines may be for DSN's parameters (RFC 3461 §4);
+#: aiosmtpd itself adds SIZE's 26 octets (RFC 1870) and SMTPUTF8's 10 to MAIL.
+_DSN_ALLOWANCE = {"MAIL": 100, "RCPT": 500}
+#: aiosmtpd's stock replies that the lab answers differently.
+_STOCK_REPLIES = {
+    # RFC 5321 §3.8: a server that gives up on a session says 421 before closing.
+    "502 5.5.1 Too many unrecognized commands, goodbye.": (
+        "421 4.7.0 Too many unrecognized commands, goodbye"
+    ),
+}
+
+
+class ConnectionSlots:
+    """The open sessions of one server, at most ``limit``; used on the server's loop only."""
+
+    def __init__(self, limit: int | None):
+        self.limit = limit
+        self.sessions: set[RecordingSMTP] = set()
+
+    def take(self, session: RecordingSMTP) -> bool:
+        if self.limit is not None and len(self.sessions) >= self.limit:
+            return False
+        self.sessions.add(session)
+        return True
+
+    def give_back(self, session: RecordingSMTP) -> None:
+        self.sessions.discard(session)
+
+    def hang_up(self) -> None:
+        """Drop every open session (the server is going down, as if it crashed)."""
+        for session in list(self.sessions):
+            if session.transport is not None:
+                session.transport.abort()  # type: ignore[attr-defined]
 
 
 class LabEnvelope(Envelope):
@@ -79,21 +141,45 @@ class RecordingSMTP(SMTP):
         journal: WireJournal | None,
         faults: Faults,
         extensions: frozenset[str] = LAB_EXTENSIONS,
+        max_recipients: int = MAX_RECIPIENTS,
+        connections: ConnectionSlots | None = None,
         **kwargs: Any,
     ):
         super().__init__(handler, **kwargs)
         self._journal = journal
         self.faults = faults
         self.extensions = extensions
+        self.max_recipients = max_recipients
+        self._slots = connections
+        self._holds_slot = False
         self._answering_ehlo = False
         self._auth_failures = 0
+        self._bad_line_end = False
+        # aiosmtpd keeps these limits in a dict shared by every session of every
+        # server (and compares them with the line *without* its CRLF): give each
+        # session its own, counting the CRLF as RFC 5321 §4.5.3.1.4 does.
+        self.command_size_limit = COMMAND_LINE_LIMIT - len(CRLF)
+        self.command_size_limits = collections.defaultdict(lambda: self.command_size_limit)
         self.wire = WireLog(client="unknown", server=self.hostname, view="server")
+        # The simulated network (see the module docstring): what the client sent that
+        # has not reached the session yet, as (arrival number, bytes or "eof"/"lost").
+        self._in_flight: collections.deque[tuple[int, bytes | str]] = collections.deque()
+        self._arrivals = 0
+        self._last_due = 0.0
+        self._peer_eof = False
+        self._gone = False
         self._smtp_methods = {
             name: self._with_faults(name, method) for name, method in self._smtp_methods.items()
         }
 
     def _with_faults(self, command: str, method: Any) -> Any:
         async def run(arg: str | None) -> None:
+            if self._bad_line_end:  # RFC 5321 §2.3.8: only CRLF ends a command line
+                await self.push("500 5.5.2 Syntax error: a command line must end with CRLF")
+                return
+            if arg is not None and "\0" in arg:
+                await self.push("501 5.5.2 Syntax error: NUL character in command")
+                return
             rule = self.faults.take(command)
             if rule is None:
                 await method(arg)
@@ -101,6 +187,21 @@ class RecordingSMTP(SMTP):
                 await self._misbehave(rule)
 
         return run
+
+    def _cb_client_connected(self, reader: asyncio.StreamReader, writer: Any) -> None:
+        """Note whether each command line ended with anything but one CRLF: aiosmtpd
+        splits on LF and strips every CR before it, so ``\\n`` and ``\\r\\r\\n`` pass."""
+        super()._cb_client_connected(reader, writer)
+        read_until = reader.readuntil
+
+        async def readuntil(separator: bytes = b"\n") -> bytes:
+            self._bad_line_end = False
+            line = await read_until(separator)
+            if separator == b"\n":  # a command line (DATA reads up to CRLF)
+                self._bad_line_end = not line.endswith(CRLF) or line.endswith(b"\r" + CRLF)
+            return line
+
+        reader.readuntil = readuntil  # type: ignore[method-assign]
 
     async def _misbehave(self, rule: FaultRule) -> None:
         """Answer the rule's reply (closing after a 421), or hang up without a word."""
@@ -118,7 +219,22 @@ class RecordingSMTP(SMTP):
             if rule.reply.startswith("421"):
                 self.loop.call_soon(self.transport.close)  # after the reply is written
             return rule.reply
+        if command in ("MAIL", "RCPT") and (refusal := self._refuse(command, args[0])):
+            return refusal
+        if command == "DATA":  # the data is in: storing it gets a timeout of its own
+            self._reset_timeout()
         return await super()._call_handler_hook(command, *args)
+
+    def _refuse(self, command: str, address: str) -> str | None:
+        """Protocol rules the handlers need not know, checked before their MAIL/RCPT hooks."""
+        assert self.envelope is not None
+        if command == "RCPT" and address == "<>":  # only the reverse-path may be null
+            return "553 5.1.3 Error: malformed address"
+        if not address.isascii() and not self.envelope.smtp_utf8:
+            return f"553 5.6.7 <{address}>: non-ASCII address needs MAIL FROM ... SMTPUTF8"
+        if command == "RCPT" and len(self.envelope.rcpt_tos) >= self.max_recipients:
+            return f"452 4.5.3 Too many recipients (at most {self.max_recipients} per message)"
+        return None
 
     def _enhanced_codes(self) -> bool:
         """RFC 2034: only after EHLO, never in the greeting or the EHLO response."""
@@ -144,13 +260,25 @@ class RecordingSMTP(SMTP):
             return None, error
         return " ".join([address, *rest]), dsn
 
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's path parser, also refusing a mailbox without a domain (RFC 5321
+        §4.1.2): only the null path ``<>`` and ``Postmaster`` (§4.1.1.3) may lack one."""
+        address, rest = super()._getaddr(arg)
+        if address and address != "<>" and "@" not in address and address.lower() != "postmaster":
+            return None, None
+        return address, rest
+
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:
         self._answering_ehlo = True  # the EHLO response carries no enhanced codes
+        self.command_size_limits.clear()  # aiosmtpd adds its allowances at every EHLO
         try:
             await super().smtp_EHLO(hostname)
         finally:
             self._answering_ehlo = False
+        if hostname and "DSN" in self.extensions:
+            for verb, extra in _DSN_ALLOWANCE.items():
+                self.command_size_limits[verb] += extra
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
@@ -190,6 +318,8 @@ class RecordingSMTP(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         starting_tls = self.transport is not None
+        if starting_tls:  # what came before the TLS handshake is discarded (RFC 3207 §4.2)
+            self._land(self._arrivals)
         super().connection_made(transport)
         if not starting_tls:
             peer = transport.get_extra_info("peername")
@@ -202,8 +332,35 @@ class RecordingSMTP(SMTP):
         if isinstance(ssl_object, ssl.SSLObject):
             cipher = ssl_object.cipher()
             self.wire.tls_started(str(ssl_object.version()), cipher[0] if cipher else "")
+        if not starting_tls and self._slots is not None:
+            self._holds_slot = self._slots.take(self)
+            if not self._holds_slot:  # RFC 5321 §3.8: refuse with 421, then close
+                assert self._handler_coroutine is not None
+                self._handler_coroutine.cancel()  # no greeting
+                self._say_and_close(f"421 4.7.0 {self.hostname} Too many connections, try later")
+
+    def _say_and_close(self, reply: str) -> None:
+        """Write a last reply and close, outside the command loop (a timer, a refusal)."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        data = reply.encode("ascii") + CRLF
+        self.wire.record("server", data)
+        self.transport.write(data)  # type: ignore[attr-defined]
+        self.transport.close()
+
+    def _timeout_cb(self) -> None:
+        """Idle (or in DATA) too long: say so before closing (RFC 5321 §4.5.3.2, §3.8)."""
+        self._say_and_close(f"421 4.4.2 {self.hostname} Error: timeout exceeded")
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self._in_flight and self._peer_eof and error is None and not self._gone:
+            self._arrive("lost", 0.0)  # the client closed after bytes still in flight
+            return
+        self._gone = True
+        self._in_flight.clear()
+        if self._holds_slot and self._slots is not None:
+            self._slots.give_back(self)
+            self._holds_slot = False
         if self.session is not None and self.session.host_name:
             # The server knows the client only by the name it claimed in HELO/EHLO.
             self.wire.client = self.session.host_name
@@ -213,16 +370,68 @@ class RecordingSMTP(SMTP):
         else:
             self.wire.close()
 
+    # -- the simulated network (LabServer.slow_down; see the module docstring) ------
+    async def _handle_client(self) -> None:
+        if self.faults.latency:  # the greeting: one round trip after the connection
+            try:
+                await asyncio.sleep(self.faults.latency)
+            except asyncio.CancelledError:  # the client left first (aiosmtpd would close)
+                if self.transport is not None:
+                    self.transport.close()
+                raise
+        await super()._handle_client()
+
     def data_received(self, data: bytes) -> None:
+        latency = self.faults.latency
+        if latency or self._in_flight:
+            self._arrive(data, latency)
+        else:
+            self._hand_over(data)
+
+    def eof_received(self) -> bool | None:
+        self._peer_eof = True
+        if not self._in_flight:
+            return super().eof_received()
+        self._arrive("eof", 0.0)  # after the bytes still in flight
+        # A plain socket stays open to answer them (TLS closes whatever we return).
+        return self.transport is not None and self.transport.get_extra_info("sslcontext") is None
+
+    def _hand_over(self, data: bytes) -> None:
+        """Give bytes to the session, recording them as it reads them."""
         self.wire.record("client", data)
         super().data_received(data)
+
+    def _arrive(self, item: bytes | str, latency: float) -> None:
+        """Let ``item`` reach the session ``latency`` s from now, after everything before it."""
+        self._arrivals += 1
+        self._last_due = max(self.loop.time() + latency, self._last_due)
+        self._in_flight.append((self._arrivals, item))
+        self.loop.call_at(self._last_due, self._land, self._arrivals)
+
+    def _land(self, upto: int) -> None:
+        """Hand over what is in flight, in order, up to arrival number ``upto``."""
+        while self._in_flight and self._in_flight[0][0] <= upto and not self._gone:
+            _, item = self._in_flight.popleft()
+            if isinstance(item, str):
+                # After the session has read the bytes before it: a FIN is read after data.
+                self.loop.call_soon(self._end, item)
+            elif self._peer_eof or (self.transport is not None and not self.transport.is_closing()):
+                self._hand_over(item)
+            # else: the server hung up; what was still in flight is lost
+
+    def _end(self, item: str) -> None:
+        if self._gone:
+            return
+        if item == "lost":
+            self.connection_lost(None)
+        elif not super().eof_received() and self.transport is not None:
+            self.transport.close()
 
     async def push(self, status: str | bytes) -> None:
         if self.transport is None or self.transport.is_closing():
             return  # hung up (a fault rule): nothing more crosses the wire
-        if self.faults.latency:
-            await asyncio.sleep(self.faults.latency)
         if isinstance(status, str):
+            status = _STOCK_REPLIES.get(status, status)
             if self._enhanced_codes():
                 status = with_enhanced_code(status)
             status = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
@@ -242,6 +451,7 @@ class LabController(Controller):
         smtp_class: type[RecordingSMTP] = RecordingSMTP,
         faults: Faults | None = None,
         port: int = 0,
+        max_connections: int | None = MAX_CONNECTIONS,
         **smtp_kwargs: Any,
     ):
         super().__init__(
@@ -255,6 +465,7 @@ class LabController(Controller):
         self.journal = journal
         self.smtp_class = smtp_class
         self.faults = faults or Faults()
+        self.connections = ConnectionSlots(max_connections)
 
     def factory(self) -> RecordingSMTP:
         is_probe = not self._factory_invoked.is_set()
@@ -262,6 +473,7 @@ class LabController(Controller):
             self.handler,
             journal=None if is_probe else self.journal,
             faults=Faults() if is_probe else self.faults,
+            connections=None if is_probe else self.connections,
             **self.SMTP_kwargs,
         )
 
@@ -275,6 +487,12 @@ class LabController(Controller):
 
     def _create_server(self):  # type: ignore[override]  # a coroutine is what _run awaits
         return self._bind()
+
+    def cancel_tasks(self, stop_loop: bool = True) -> None:
+        """Stopping (on the loop): hang up on open sessions first. Stopping the loop alone
+        would leave their sockets open, to be found by the garbage collector later."""
+        self.connections.hang_up()
+        super().cancel_tasks(stop_loop)
 
     def _trigger_server(self) -> None:
         """The readiness probe. aiosmtpd's wraps implicit TLS with the *server*

@@ -91,14 +91,22 @@ class Spool:
             return qid
 
     def put(self, entries: list[QueueEntry], message: bytes) -> None:
-        """Store entries durably (see the module docstring); raises OSError on failure."""
-        for entry in entries:
-            self._write(entry, message)
-        self._commit()
+        """Store all entries durably, or none (OSError): the client's retry must not
+        duplicate a domain's part that was stored before another part failed."""
+        try:
+            staged = [(self._stage(entry, message), entry.qid) for entry in entries]
+            for tmp, qid in staged:
+                os.replace(tmp, self._queue / qid)
+            self._commit()
+        except OSError:
+            for entry in entries:
+                (self._tmp / entry.qid).unlink(missing_ok=True)
+                (self._queue / entry.qid).unlink(missing_ok=True)
+            raise
 
     def update(self, entry: QueueEntry) -> None:
         """Rewrite an entry's envelope (after an attempt), keeping its message."""
-        self._write(entry, self.message(entry.qid))
+        os.replace(self._stage(entry, self.message(entry.qid)), self._queue / entry.qid)
         self._commit()
 
     def remove(self, qid: str) -> None:
@@ -135,10 +143,15 @@ class Spool:
                 found.append(QueueEntry.from_json(handle.readline()))
         return found
 
-    def _write(self, entry: QueueEntry, message: bytes) -> None:
+    def _stage(self, entry: QueueEntry, message: bytes) -> Path:
+        """Write the entry's file into ``tmp/`` and fsync it; no partial file survives."""
         tmp = self._tmp / entry.qid
-        with open(tmp, "wb") as handle:
-            handle.write(entry.to_json() + b"\n" + message)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self._queue / entry.qid)
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(entry.to_json() + b"\n" + message)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp

@@ -251,3 +251,19 @@ def test_the_journey_book_is_bounded():
         book.add(f"<{n}@x>", Step("queued", "h", "t", ("a@x",)))
     assert book.get("<0@x>") is None and book.get("<1@x>") is None
     assert book.get("<4@x>").steps[0].kind == "queued"
+
+
+def test_a_spool_failure_stores_no_part_of_the_message(tmp_path: Path):
+    """All recipient domains are stored, or none: a 451 must not leave a part behind."""
+    from smtplab.spool import QueueEntry, Spool
+
+    spool = Spool(tmp_path)
+    entries = [
+        QueueEntry(f"000001-{n}", "a@x", domain, [QueuedRecipient(f"u@{domain}")], "d", 0.0)
+        for n, domain in enumerate(("example.org", "example.com"), start=1)
+    ]
+    (tmp_path / "tmp" / "000001-2").mkdir()  # the second part cannot be written
+    with pytest.raises(OSError):
+        spool.put(entries, b"Subject: x\r\n\r\nx\r\n")
+    (tmp_path / "tmp" / "000001-2").rmdir()
+    assert spool.entries() == [] and list((tmp_path / "tmp").iterdir()) == []
