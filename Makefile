@@ -22,8 +22,11 @@ test: $(VENV)/.stamp-test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
+# Receive, relay and bulk benchmarks against plain aiosmtpd, Postfix (smtp-sink, a
+# private instance) and MailDev (npm, into bench/maildev/); writes bench/results.md.
+# Postfix's parts need Debian's postfix package and root; missing parts are skipped.
 bench: $(VENV)/.stamp-lab
-	$(BIN)/python bench/receive.py
+	$(BIN)/python bench/run.py
 
 # Re-execute every chapter in place, then drop widget state and timing metadata
 # so the committed outputs reproduce under nbval and diffs stay small.

@@ -309,6 +309,11 @@ class PrivatePostfix:
             for _ in files
         )
 
+    def pids(self) -> list[int]:
+        """The instance's live processes: every daemon works in its queue directory."""
+        spool = os.path.realpath(self.spool)
+        return [pid for pid in _pids() if _cwd_under(pid, spool)]
+
     def cpu_seconds(self) -> float:
         """CPU (user + system) of the instance so far: its live daemons and reaped children.
 

@@ -35,8 +35,13 @@ Target (issue 3): lab >= 0.75 of Postfix.
 To show where the time goes, the table also gives CPU milliseconds per message:
 the relay's (the lab's whole process, split by thread below the table; all of
 Postfix's daemons) and the client's. For the lab it also counts, per message,
-fsync calls, DNS questions and outgoing connections. The exit status is 1 if
-any message was lost or duplicated or a relay did not drain in time.
+fsync calls, DNS questions and outgoing connections. Peak memory is the highest
+memory sampled during a run: for the lab the resident set size of the whole
+bench process (the lab runs inside it; the harness alone is the ``before``
+figure), for Postfix the sum of its daemons' proportional set sizes (a page
+shared by several daemons counts once). ``--json`` writes everything to a file. The
+exit status is 1 if any message was lost or duplicated or a relay did not
+drain in time.
 """
 
 from __future__ import annotations
@@ -62,7 +67,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from postfix import (  # bench/ is not a package: found through sys.path above
+from measure import PeakSampler, machine, pss_kib, rss_kib  # bench/ is not a package: see sys.path
+from postfix import (
     LOOPBACK,
     PostfixUnavailable,
     PrivatePostfix,
@@ -191,6 +197,8 @@ class Run:
     lost: int
     drained: bool  # the sink got them all and the relay's queue was empty by the deadline
     client_cpu: float = 0.0  # CPU seconds of the client process during the run
+    peak_kib: int = 0  # highest total RSS of Target.pids() sampled during the run
+    before_kib: int = 0  # their RSS just before the load started
     notes: dict[str, float] = field(default_factory=dict)  # Target.counters()
 
 
@@ -205,6 +213,8 @@ class Target:
     drained: Callable[[float], bool]
     begin: Callable[[], None] = lambda: None  # called just before the load starts
     counters: Callable[[], dict[str, float]] = dict  # what happened since begin()
+    pids: Callable[[], list[int]] = list  # the relay's processes, whose memory counts
+    pss: bool = False  # sum their proportional set sizes (shared pages once), not RSS
 
 
 def run_once(relay: str, target: Target, sink: SmtpSink, args: argparse.Namespace, tag: str) -> Run:
@@ -220,17 +230,19 @@ def run_once(relay: str, target: Target, sink: SmtpSink, args: argparse.Namespac
         "tag": tag,
     }
     client = Client(spec)
-    try:
-        target.begin()
-        began = time.monotonic()
-        client.go()
-        deadline = began + args.deadline
-        arrived = sink.wait_count(args.messages, deadline)
-        ended = time.monotonic()
-        result = client.result(max(deadline - time.monotonic(), 1.0))
-    finally:
-        client.kill()
-    drained = target.drained(deadline)
+    before = sum((pss_kib if target.pss else rss_kib)(pid) or 0 for pid in target.pids())
+    with PeakSampler(target.pids, 0.1 if target.pss else 0.02, pss=target.pss) as memory:
+        try:
+            target.begin()
+            began = time.monotonic()
+            client.go()
+            deadline = began + args.deadline
+            arrived = sink.wait_count(args.messages, deadline)
+            ended = time.monotonic()
+            result = client.result(max(deadline - time.monotonic(), 1.0))
+        finally:
+            client.kill()
+        drained = target.drained(deadline)
     # The counter moves at the final dot; the dump is written around then: wait for it too.
     seen: Counter[bytes] = Counter()
     while time.monotonic() < deadline + 5:
@@ -256,6 +268,8 @@ def run_once(relay: str, target: Target, sink: SmtpSink, args: argparse.Namespac
         lost=result["accepted"] - delivered,
         drained=arrived and drained,
         client_cpu=result["cpu"],
+        peak_kib=memory.peak_kib,
+        before_kib=before,
         notes=target.counters(),
     )
 
@@ -281,6 +295,7 @@ def lab_target(sink: SmtpSink, name: str) -> Iterator[Target]:
                 drained=lambda deadline: _settled(lab, deadline),
                 begin=begin,
                 counters=counters,
+                pids=lambda: [os.getpid()],
             )
 
 
@@ -415,6 +430,8 @@ def postfix_target(sink: SmtpSink, folder: Path, tls: bool) -> Iterator[Target]:
             drained=postfix.wait_empty,
             begin=begin,
             counters=lambda: {"cpu:postfix (all daemons)": postfix.cpu_seconds() - cpu[0]},
+            pids=postfix.pids,
+            pss=True,
         )
 
 
@@ -430,7 +447,43 @@ def direct_target(sink: SmtpSink) -> Iterator[Target]:
 
 
 # -- the table ------------------------------------------------------------------------------------
-def report(runs: dict[str, list[Run]], args: argparse.Namespace) -> None:
+def summarise(runs: dict[str, list[Run]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One row per relay: medians over rounds (ratios: medians of per-round ratios)."""
+    rows = []
+    base = runs.get("postfix")
+    for relay, rs in runs.items():
+        row: dict[str, Any] = {
+            "relay": relay,
+            "rate": statistics.median(r.rate for r in rs),
+            "accept_rate": statistics.median(r.accept_rate for r in rs),
+            "cpu_ms": 0.0
+            if relay == "direct"
+            else statistics.median(
+                sum(v for k, v in r.notes.items() if k.startswith("cpu:") and k != BENCH_CPU)
+                / args.messages
+                * 1e3
+                for r in rs
+            ),
+            "client_cpu_ms": statistics.median(r.client_cpu / args.messages * 1e3 for r in rs),
+            "lost": sum(r.lost for r in rs),
+            "duplicates": sum(r.duplicates for r in rs),
+            "drained": all(r.drained for r in rs),
+            "rounds": [r.rate for r in rs],
+        }
+        if base:
+            row["ratio_postfix"] = statistics.median(
+                r.rate / b.rate for r, b in zip(rs, base, strict=True)
+            )
+        if relay != "direct":
+            row["peak_mib"] = statistics.median(r.peak_kib for r in rs) / 1024
+            row["before_mib"] = statistics.median(r.before_kib for r in rs) / 1024
+        rows.append(row)
+    return rows
+
+
+def report(
+    runs: dict[str, list[Run]], rows: list[dict[str, Any]], args: argparse.Namespace
+) -> None:
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
         f"client: python smtplib in its own process; {args.messages} messages, {args.sessions} "
@@ -441,32 +494,22 @@ def report(runs: dict[str, list[Run]], args: argparse.Namespace) -> None:
     print(
         "medians; ratio = median of per-round ratios to postfix; accept = msg/s the client "
         "got 250s at;\ncpu = relay CPU ms per message (lab: whole process; postfix: all "
-        "daemons); client = client CPU ms per message"
+        "daemons); client = client CPU ms per message;\npeak = highest RSS sampled in a run "
+        "(lab: RSS of the bench process it runs in, before = that process before the load;"
+        " postfix: PSS summed over its daemons)"
     )
     print(
         f"{'relay':<9}{'msg/s':>7}{'ratio':>7}{'accept':>8}{'cpu':>7}{'client':>8}"
-        f"{'lost':>6}{'dup':>5}  msg/s per round"
+        f"{'lost':>6}{'dup':>5}{'peak MiB':>10}  msg/s per round"
     )
-    base = runs.get("postfix")
-    for relay, rs in runs.items():
-        ratio = (
-            f"{statistics.median(r.rate / b.rate for r, b in zip(rs, base, strict=True)):>7.2f}"
-            if base
-            else f"{'-':>7}"
-        )
-        cpu = statistics.median(
-            sum(v for k, v in r.notes.items() if k.startswith("cpu:") and k != BENCH_CPU)
-            / args.messages
-            * 1e3
-            for r in rs
-        )
-        client = statistics.median(r.client_cpu / args.messages * 1e3 for r in rs)
+    for row in rows:
+        ratio = f"{row['ratio_postfix']:.2f}" if "ratio_postfix" in row else "-"
+        peak = f"{row['peak_mib']:.0f} ({row['before_mib']:.0f})" if "peak_mib" in row else "-"
         print(
-            f"{relay:<9}{statistics.median(r.rate for r in rs):>7.0f}{ratio}"
-            f"{statistics.median(r.accept_rate for r in rs):>8.0f}"
-            f"{cpu if relay != 'direct' else 0:>7.2f}{client:>8.2f}"
-            f"{sum(r.lost for r in rs):>6}{sum(r.duplicates for r in rs):>5}  "
-            + " ".join(f"{r.rate:.0f}" for r in rs)
+            f"{row['relay']:<9}{row['rate']:>7.0f}{ratio:>7}{row['accept_rate']:>8.0f}"
+            f"{row['cpu_ms']:>7.2f}{row['client_cpu_ms']:>8.2f}"
+            f"{row['lost']:>6}{row['duplicates']:>5}{peak:>10}  "
+            + " ".join(f"{rate:.0f}" for rate in row["rounds"])
         )
     if "lab" in runs:
         notes: Counter[str] = Counter()
@@ -484,6 +527,18 @@ def report(runs: dict[str, list[Run]], args: argparse.Namespace) -> None:
                 print(f"  {seconds / n * 1e3:6.2f}  {key[4:]}")
 
 
+def lab_notes(runs: dict[str, list[Run]]) -> dict[str, float]:
+    """The lab's counters per delivered message (fsync, DNS, connections, CPU ms by thread)."""
+    notes: Counter[str] = Counter()
+    for r in runs.get("lab", []):
+        notes.update(r.notes)
+    n = sum(r.delivered for r in runs.get("lab", [])) or 1
+    return {
+        key: value / n * (1e3 if key.startswith("cpu:") or key.endswith("_s") else 1)
+        for key, value in notes.items()
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=2000, help="per run (default 2000)")
@@ -495,6 +550,7 @@ def main() -> int:
         "--relays", default="lab,postfix,direct", help="comma-separated, from lab, postfix, direct"
     )
     parser.add_argument("--postfix-tls", choices=("on", "off"), default="on")
+    parser.add_argument("--json", help="also write the results as JSON to this file")
     parser.add_argument("--client", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
@@ -527,7 +583,24 @@ def main() -> int:
         import shutil
 
         shutil.rmtree(folder, ignore_errors=True)
-    report(runs, args)
+    rows = summarise(runs, args)
+    report(runs, rows, args)
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "messages": args.messages,
+                    "sessions": args.sessions,
+                    "rounds": args.rounds,
+                    "size": args.size,
+                    "postfix_tls": args.postfix_tls,
+                    "rows": rows,
+                    "lab_per_message": lab_notes(runs),
+                    "machine": machine(),
+                },
+                indent=1,
+            )
+        )
     bad = sum(r.lost + r.duplicates + (not r.drained) for rs in runs.values() for r in rs)
     return 1 if bad else 0
 
