@@ -128,7 +128,7 @@ class LabServer:
         self.faults.add(command, reply, times)
 
     def slow_down(self, seconds: float) -> None:
-        """Wait ``seconds`` before every reply (a slow or distant server)."""
+        """Put the server a network round trip of ``seconds`` away (see faults.latency)."""
         self.faults.latency = seconds
 
     def heal(self) -> None:
