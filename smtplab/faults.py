@@ -54,6 +54,8 @@ class Faults:
 
     def take(self, command: str) -> FaultRule | None:
         """The first rule for ``command`` that still applies, using up one of its times."""
+        if not self._rules:  # the usual case, checked on every command: no lock needed
+            return None
         with self._lock:
             for rule in self._rules:
                 if rule.command == command and rule.times != 0:

@@ -113,6 +113,7 @@ _ENHANCED_BY_CODE = {
     553: "5.1.3",
     555: "5.5.4",
 }
+_HAS_ENHANCED = re.compile(r"[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3}(?: |$)")
 #: Replies that never carry an enhanced code: AUTH challenges and the DATA go-ahead.
 _NOT_ENHANCED = {334, 354}
 
@@ -123,6 +124,8 @@ def with_enhanced_code(reply: str) -> str:
     Once a server advertises ENHANCEDSTATUSCODES, every reply except the
     greeting, the EHLO response, 334 and 354 starts its text with one.
     """
+    if _HAS_ENHANCED.match(reply):  # the lab's own replies: nothing to add, no parsing
+        return reply
     parsed = parse_reply_line(reply)
     if parsed is None or parsed.code in _NOT_ENHANCED or split_enhanced(parsed.text)[0]:
         return reply
