@@ -31,6 +31,7 @@ import heapq
 import smtplib
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -104,6 +105,7 @@ class DeliveryQueue:
         self.source_address = source_address
         self._due: list[tuple[float, str]] = []
         self._entries: dict[str, QueueEntry] = {}
+        self._waiting = Counter[str]()  # queued entries per domain: is there more for it?
         self._wake = threading.Condition()
         self._busy = False
         self._stopping = False
@@ -187,6 +189,7 @@ class DeliveryQueue:
         with self._wake:
             for entry in entries:
                 self._entries[entry.qid] = entry
+                self._waiting[entry.domain] += 1
                 heapq.heappush(self._due, (entry.next_attempt, entry.qid))
             self._wake.notify_all()
 
@@ -203,6 +206,7 @@ class DeliveryQueue:
                     return
                 _, qid = heapq.heappop(self._due)
                 entry = self._entries.pop(qid)
+                self._waiting[entry.domain] -= 1
                 self._busy = True
             try:
                 self._attempt(entry)
@@ -263,10 +267,10 @@ class DeliveryQueue:
             self._open = None
 
     def _more_for(self, domain: str) -> bool:
-        """Is another entry for ``domain`` due now? Then keep the session open."""
-        now = time.time()
+        """Is more mail for ``domain`` queued? Then keep the session open: if it is
+        not due yet, the worker closes the session before it goes idle."""
         with self._wake:
-            return any(due <= now and self._entries[q].domain == domain for due, q in self._due)
+            return self._waiting[domain] > 0
 
     def _session(self, entry: QueueEntry, host: str, port: int) -> RecordingClient:
         """The open session to ``host`` for this domain, or a new connection."""
