@@ -111,6 +111,12 @@ class RoleHandler:
         envelope.mail_options.extend(options)
         return "250 2.1.0 Sender ok"
 
+    def accept_recipient(self, envelope: Envelope, address: str, options: list[str]) -> str:
+        """Add a recipient the role's policy allowed to the envelope (RFC 5321 §4.1.1.3)."""
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 Recipient ok"
+
     async def handle_QUIT(self, server: RecordingSMTP, session: Session, envelope: Envelope) -> str:
         return "221 2.0.0 Bye"
 
@@ -156,9 +162,7 @@ class MailboxHandler(RoleHandler):
             return f"554 5.7.1 <{address}>: Relay access denied"
         if address.lower() not in self.mailboxes:
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(options)
-        return "250 2.1.5 Recipient ok"
+        return self.accept_recipient(envelope, address, options)
 
     #: Checks run after DATA, before anything is stored (chapter 09: SPF, DKIM, DMARC and a
     #: spam score, see smtplab.labauth): a refusal, or the content to store and its folder.
@@ -240,9 +244,7 @@ class SubmissionHandler(RoleHandler):
         address: str,
         options: list[str],
     ) -> str:
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(options)
-        return "250 2.1.5 Recipient ok"
+        return self.accept_recipient(envelope, address, options)
 
     async def handle_DATA(self, server: RecordingSMTP, session: Session, envelope: Envelope) -> str:
         content, refusal = self.screen(envelope.original_content or b"")
