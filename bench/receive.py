@@ -141,13 +141,10 @@ def python_receiver(kind: str, folder: Path) -> Iterator[Receiver]:
 
 
 @contextlib.contextmanager
-def smtp_sink_receiver() -> Iterator[Receiver]:
-    port = free_port()
-    command = [shutil.which("smtp-sink") or "/usr/sbin/smtp-sink", "-4", "-h", HOST]
-    if os.geteuid() == 0:
-        command += ["-u", "postfix"]  # required as root: it drops privileges
+def external_receiver(command: list[str], port: int) -> Iterator[Receiver]:
+    """Run a receiver that is a program of its own; ready once it greets on ``port``."""
     process = subprocess.Popen(
-        [*command, f"{LOOPBACK}:{port}", "1000"],
+        command,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -159,6 +156,14 @@ def smtp_sink_receiver() -> Iterator[Receiver]:
         yield receiver
     finally:
         receiver.stop()
+
+
+def smtp_sink_receiver() -> contextlib.AbstractContextManager[Receiver]:
+    port = free_port()
+    command = [shutil.which("smtp-sink") or "/usr/sbin/smtp-sink", "-4", "-h", HOST]
+    if os.geteuid() == 0:
+        command += ["-u", "postfix"]  # required as root: it drops privileges
+    return external_receiver([*command, f"{LOOPBACK}:{port}", "1000"], port)
 
 
 def maildev_script() -> Path | None:
@@ -174,29 +179,19 @@ def maildev_version() -> str:
         return "?"
 
 
-@contextlib.contextmanager
-def maildev_receiver() -> Iterator[Receiver]:
+def maildev_receiver() -> contextlib.AbstractContextManager[Receiver]:
     script = maildev_script()
     assert script is not None
     port = free_port()
-    process = subprocess.Popen(
+    return external_receiver(
         [
             "node",
             str(script),
             *("--smtp", str(port), "--ip", LOOPBACK),
             *("--disable-web", "--web-ip", LOOPBACK, "--silent"),
         ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
+        port,
     )
-    receiver = Receiver(process, port)
-    try:
-        wait_for_greeting(port, process)
-        yield receiver
-    finally:
-        receiver.stop()
 
 
 def wait_for_greeting(port: int, process: subprocess.Popen[str]) -> float:

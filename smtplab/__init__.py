@@ -11,7 +11,7 @@ from smtplab.lab import Lab, LabServer, SendResult
 from smtplab.maildir import Mailbox, StoredMessage
 from smtplab.mx import PermanentRouteError, Route, RouteError, TemporaryRouteError
 from smtplab.outbound import RetryPolicy
-from smtplab.protocol import EXTENSIONS, REPLY_CLASSES, REPLY_MEANINGS, reply_meaning
+from smtplab.protocol import EXTENSIONS, REPLY_CLASSES, REPLY_MEANINGS, dot_stuff, reply_meaning
 from smtplab.transcript import Transcript
 from smtplab.world import Domain, ServerSpec, User, World, default_world
 
@@ -40,5 +40,6 @@ __all__ = [
     "User",
     "World",
     "default_world",
+    "dot_stuff",
     "reply_meaning",
 ]

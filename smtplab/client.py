@@ -9,7 +9,6 @@ checked against the name and transcripts name hosts, not ports.
 
 from __future__ import annotations
 
-import io
 import re
 import smtplib
 import socket
@@ -20,28 +19,9 @@ from typing import Any
 from smtplab.journal import WireJournal
 from smtplab.protocol import split_enhanced
 from smtplab.tlsca import LabLoopbackMixin
-from smtplab.wire import WireLog
+from smtplab.wire import ReadTap, WireLog
 
 DEFAULT_TIMEOUT = 10.0
-
-
-class _RecordingReader(io.RawIOBase):
-    """Wraps the socket file smtplib reads replies from."""
-
-    def __init__(self, inner: Any, wire: WireLog):
-        super().__init__()
-        self._inner = inner
-        self._wire = wire
-
-    def readline(self, size: int | None = -1) -> bytes:
-        line = self._inner.readline(size)
-        if line:
-            self._wire.record("server", line)
-        return line
-
-    def close(self) -> None:
-        self._inner.close()
-        super().close()
 
 
 class RecordingClient(LabLoopbackMixin, smtplib.SMTP):
@@ -107,7 +87,7 @@ class RecordingClient(LabLoopbackMixin, smtplib.SMTP):
 
     def getreply(self) -> tuple[int, bytes]:
         if self.file is None and self.sock is not None and self.wire is not None:
-            self.file = _RecordingReader(self.sock.makefile("rb"), self.wire)
+            self.file = ReadTap(self.sock.makefile("rb"), self.wire)
         return super().getreply()
 
     def close(self) -> None:

@@ -42,7 +42,7 @@ from typing import Any, Literal
 from smtplab.maildir import StoredMessage
 from smtplab.tlsca import LOOPBACK
 from smtplab.transcript import CLIENT_PREFIX, INFO_PREFIX, MASK, SERVER_PREFIX
-from smtplab.wire import ChunkKind, WireLog
+from smtplab.wire import ChunkKind, ReadTap, WireLog
 
 Protocol = Literal["pop3", "imap"]
 TLSMode = Literal["starttls", "implicit", "none"]
@@ -292,29 +292,6 @@ def parse_retrieval(
 # --- the recording clients ----------------------------------------------------------------
 
 
-class _Tap:
-    """The socket file poplib/imaplib read from, copying every read into a WireLog."""
-
-    def __init__(self, inner: Any, wire: WireLog):
-        self._inner = inner
-        self._wire = wire
-
-    def readline(self, size: int = -1) -> bytes:
-        data = self._inner.readline(size)
-        if data:
-            self._wire.record("server", data)
-        return data
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._inner.read(size)
-        if data:
-            self._wire.record("server", data)
-        return data
-
-    def close(self) -> None:
-        self._inner.close()
-
-
 class _Recording:
     """What the POP3 and IMAP recording clients share: loopback, implicit TLS, the tap."""
 
@@ -325,7 +302,7 @@ class _Recording:
     def _setup(self, implicit_tls: ssl.SSLContext | None, wire: WireLog) -> None:
         self.implicit_tls = implicit_tls
         self.wire = wire
-        self._file: _Tap | None = None
+        self._file: ReadTap | None = None
         self._tls_noted = False
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
@@ -342,7 +319,7 @@ class _Recording:
 
     # poplib and imaplib set ``file`` after connecting and again after STARTTLS.
     @property
-    def file(self) -> _Tap | None:
+    def file(self) -> ReadTap | None:
         return self._file
 
     @file.setter
@@ -354,7 +331,7 @@ class _Recording:
             self._tls_noted = True  # noted before the library reads or sends anything more
             cipher = self.sock.cipher()
             self.wire.tls_started(str(self.sock.version()), cipher[0] if cipher else "?")
-        self._file = _Tap(inner, self.wire)
+        self._file = ReadTap(inner, self.wire)
 
     def _record(self, data: bytes) -> None:
         self.wire.record("client", data)

@@ -32,7 +32,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from smtplab.protocol import command_verb, parse_reply_line
 from smtplab.transcript import (
@@ -110,6 +110,30 @@ class WireLog:
         """Parse the chunks recorded so far into a Transcript."""
         events = parse_conversation(self.client, self.server, list(self.chunks))
         return Transcript(self.client, self.server, tuple(events), view=self.view)
+
+
+class ReadTap:
+    """The socket file a client library (smtplib, poplib, imaplib) reads the server's
+    replies from, copying every read into a WireLog: the client end's record."""
+
+    def __init__(self, inner: Any, wire: WireLog):
+        self._inner = inner
+        self._wire = wire
+
+    def readline(self, size: int | None = -1) -> bytes:
+        data = self._inner.readline(size)
+        if data:
+            self._wire.record("server", data)
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._inner.read(size)
+        if data:
+            self._wire.record("server", data)
+        return data
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 def _decode(line: bytes) -> str:

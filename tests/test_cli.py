@@ -39,6 +39,33 @@ def lab_process():
                 process.wait(timeout=10)
 
 
+needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+needs_swaks = pytest.mark.skipif(
+    shutil.which("swaks") is None, reason="swaks is not installed (apt install swaks)"
+)
+
+
+def swaks(port: int, to: str, *options: str) -> subprocess.CompletedProcess[str]:
+    """Send one message from alice@example.com with swaks, a real SMTP client."""
+    return subprocess.run(
+        [
+            "swaks",
+            "--server",
+            f"127.0.0.1:{port}",
+            "--from",
+            "alice@example.com",
+            "--to",
+            to,
+            "--helo",
+            "swaks.example.net",
+            *options,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def wait_for(predicate, timeout=10.0):
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -55,30 +82,15 @@ def test_up_json_lists_servers_and_users(lab_process):
     assert {u["address"] for u in described["users"]} >= {"alice@example.com", "bob@example.org"}
 
 
-@pytest.mark.skipif(
-    shutil.which("swaks") is None, reason="swaks is not installed (apt install swaks)"
-)
+@needs_swaks
 def test_swaks_delivers_through_the_lab(lab_process):
     _, described = lab_process
-    mx1 = next(s for s in described["servers"] if s["host"] == "mx1.example.org")
-    bob = next(u for u in described["users"] if u["address"] == "bob@example.org")
-    sent = subprocess.run(
-        [
-            "swaks",
-            "--server",
-            f"127.0.0.1:{mx1['port']}",
-            "--from",
-            "alice@example.com",
-            "--to",
-            "bob@example.org",
-            "--helo",
-            "swaks.example.net",
-            "--header",
-            "Subject: via swaks",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
+    bob = user(described, "bob@example.org")
+    sent = swaks(
+        server(described, "mx", "mx1.example.org")["port"],
+        "bob@example.org",
+        "--header",
+        "Subject: via swaks",
     )
     assert sent.returncode == 0, sent.stdout + sent.stderr
     assert "<-  250 2.0.0 Ok: queued as" in sent.stdout
@@ -87,28 +99,10 @@ def test_swaks_delivers_through_the_lab(lab_process):
     assert next(iter(box))["Subject"] == "via swaks"
 
 
-@pytest.mark.skipif(
-    shutil.which("swaks") is None, reason="swaks is not installed (apt install swaks)"
-)
+@needs_swaks
 def test_relaying_through_the_cli_lab_is_refused(lab_process):
     _, described = lab_process
-    mx1 = next(s for s in described["servers"] if s["host"] == "mx1.example.org")
-    sent = subprocess.run(
-        [
-            "swaks",
-            "--server",
-            f"127.0.0.1:{mx1['port']}",
-            "--from",
-            "alice@example.com",
-            "--to",
-            "someone@elsewhere.net",
-            "--helo",
-            "swaks.example.net",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    sent = swaks(server(described, "mx", "mx1.example.org")["port"], "someone@elsewhere.net")
     assert sent.returncode != 0
     assert "554 5.7.1" in sent.stdout
 
@@ -125,10 +119,6 @@ def test_sigterm_stops_cleanly_and_removes_the_lab_folder(lab_process):
 # --- the complete CLI: state file, send, fetch, dns, queue, --root, --world --------------------
 
 CLI = [sys.executable, "-m", "smtplab.cli"]
-needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-needs_swaks = pytest.mark.skipif(
-    shutil.which("swaks") is None, reason="swaks is not installed (apt install swaks)"
-)
 
 
 def run_cli(*args, env=None):
@@ -256,31 +246,19 @@ def test_dns_lists_the_zones_and_answers_queries(cli_lab):
 
 @needs_swaks
 def test_swaks_submits_with_starttls_and_auth(cli_lab):
-    submission = server(cli_lab, "submission")
-    sent = subprocess.run(
-        [
-            "swaks",
-            "--server",
-            f"127.0.0.1:{submission['port']}",
-            "--tls",
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            "alice@example.com",
-            "--auth-password",
-            user(cli_lab, "alice@example.com")["password"],
-            "--from",
-            "alice@example.com",
-            "--to",
-            "bob@example.org",
-            "--helo",
-            "swaks.example.net",
-            "--header",
-            "Subject: swaks submission",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
+    password = user(cli_lab, "alice@example.com")["password"]
+    sent = swaks(
+        server(cli_lab, "submission")["port"],
+        "bob@example.org",
+        "--tls",
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        "alice@example.com",
+        "--auth-password",
+        password,
+        "--header",
+        "Subject: swaks submission",
     )
     assert sent.returncode == 0, sent.stdout + sent.stderr
     assert "<~  235 2.7.0 Authentication successful" in sent.stdout
