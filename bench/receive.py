@@ -6,8 +6,11 @@ takes the same load from the same client:
 * ``plain aiosmtpd``: aiosmtpd's own ``Sink`` handler behind a stock threaded
   Controller (the baseline);
 * ``lab recording``: the lab's :class:`~smtplab.server.RecordingSMTP` with the
-  same ``Sink`` handler: the difference to ``plain`` is the cost of recording
-  both directions into the journal (transcripts kept, as in the lab);
+  same ``Sink`` handler: what the lab's session adds to aiosmtpd (recording
+  both directions into the journal, transcripts kept; policy, enhanced codes,
+  fault hooks) and what it does more cheaply (paths read by RFC 5321's own
+  grammar instead of the RFC 5322 header parser; a session built without
+  reading every attribute of the class, see ``server.aiosmtpd_hooks``);
 * ``lab mx``: the lab's full MX role (policy, trace headers, Maildir with an
   fsync of the message and of its directory before every 250);
 * ``smtp-sink``: Postfix's test server, in C (when Postfix is installed);

@@ -28,7 +28,7 @@ from smtplab.clock import LabClock
 from smtplab.maildir import Maildir
 from smtplab.outbound import DeliveryQueue
 from smtplab.protocol import count_received, normalize_newlines
-from smtplab.server import LabEnvelope, RecordingSMTP
+from smtplab.server import LabEnvelope, RecordingSMTP, aiosmtpd_hooks
 from smtplab.spool import QueuedRecipient
 
 if TYPE_CHECKING:
@@ -82,6 +82,9 @@ class RoleHandler:
         self.host = host
         self.clock = clock
         self._ids = itertools.count(1)
+
+    def __dir__(self) -> list[str]:  # see server.aiosmtpd_hooks: read at every connection
+        return aiosmtpd_hooks(type(self))
 
     def next_id(self) -> str:
         return f"{next(self._ids):06X}"

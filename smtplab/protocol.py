@@ -12,6 +12,10 @@ DATA, where an enhanced status code sits in a reply) is written exactly once.
 * The message body travels "dot-stuffed" (RFC 5321 §4.5.2): a line that starts
   with ``.`` gets one more ``.`` on the wire, and the data ends with
   ``CRLF . CRLF``.
+* Paths (RFC 5321 §4.1.2, widened for UTF-8 by RFC 6531 §3.3): ``MAIL FROM``
+  and ``RCPT TO`` carry ``<local-part@domain>``, where the local part is a
+  dot-string or a quoted string and the domain is host names or an address
+  literal. An old source route (``<@relay:user@domain>``) is read and dropped.
 * Line limits (RFC 5321 §4.5.3.1): a command line is at most 512 octets and a
   text line at most 1000, both counting the CRLF.
 """
@@ -30,6 +34,22 @@ TEXT_LINE_LIMIT = 1000
 _MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(?:\r?\n[ \t]+)?(<[^>\r\n]*>)", re.I | re.M)
 _REPLY_LINE = re.compile(r"^(?P<code>[2-5][0-9][0-9])(?P<sep>[ -]|$)(?P<text>.*)$", re.DOTALL)
 _ENHANCED = re.compile(r"^(?P<status>[245]\.\d{1,3}\.\d{1,3})(?: |$)")
+
+# The path grammar of RFC 5321 §4.1.2; "[^\x00-\x7f]" is RFC 6531's UTF8-non-ascii.
+_ATOM = r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f])+"
+_QUOTED = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e]|[^\x00-\x7f])*"'
+_LET_DIG = r"(?:[A-Za-z0-9]|[^\x00-\x7f])"
+_SUB_DOMAIN = rf"{_LET_DIG}(?:(?:{_LET_DIG}|-)*{_LET_DIG})?"
+_DOMAIN = rf"{_SUB_DOMAIN}(?:\.{_SUB_DOMAIN})*"
+_MAILBOX = (
+    rf"(?:{_ATOM}(?:\.{_ATOM})*|{_QUOTED})"
+    rf"@(?:{_DOMAIN}|\[[\x21-\x5a\x5e-\x7e]+\])"  # Domain / address-literal
+)
+_PATH = re.compile(
+    rf"<(?:@{_DOMAIN}(?:,@{_DOMAIN})*:)?(?P<path>{_MAILBOX}|postmaster)>"  # §4.1.1.3
+    rf"|(?P<bare>{_MAILBOX})(?=\s|$)",  # without <>, as many servers still accept
+    re.IGNORECASE,
+)
 
 #: What each reply code means, from RFC 5321 §4.2.2 and §4.2.3 (plus 538 from
 #: RFC 4954 and 556 from RFC 7504). The transcript shows these on hover.
@@ -167,6 +187,22 @@ def split_enhanced(text: str) -> tuple[str | None, str]:
     if match is None:
         return None, text
     return match["status"], text[match.end() :]
+
+
+def parse_path(text: str) -> tuple[str, str, str] | None:
+    """``<alice@example.com> SIZE=300`` → (address, local part, parameters).
+
+    The null path ``<>`` gives ``("<>", "", ...)``; ``Postmaster`` alone needs no
+    domain (RFC 5321 §4.1.1.3). ``None`` if ``text`` does not start with a path.
+    """
+    if text.startswith("<>"):
+        return "<>", "", text[2:].lstrip()
+    match = _PATH.match(text)
+    if match is None:
+        return None
+    address = match["path"] or match["bare"]
+    local, _, _ = address.rpartition("@")  # a domain has no "@"; a quoted local part may
+    return address, local or address, text[match.end() :].lstrip()
 
 
 def command_verb(line: str) -> str:

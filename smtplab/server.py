@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import socket
 import ssl
@@ -59,7 +60,7 @@ from aiosmtpd.smtp import SMTP, Envelope, syntax
 from smtplab.dsn import DSNParamError, MailDSN, RcptDSN, split_mail_params, split_rcpt_params
 from smtplab.faults import END_OF_DATA, FaultRule, Faults
 from smtplab.journal import WireJournal
-from smtplab.protocol import COMMAND_LINE_LIMIT, CRLF, with_enhanced_code
+from smtplab.protocol import COMMAND_LINE_LIMIT, CRLF, parse_path, with_enhanced_code
 from smtplab.wire import WireLog
 
 # aiosmtpd logs to "mail.log"; with no handler anywhere, Python's last-resort
@@ -90,6 +91,18 @@ _STOCK_REPLIES = {
 }
 
 
+@functools.cache
+def aiosmtpd_hooks(cls: type) -> list[str]:
+    """The attributes aiosmtpd looks for when it builds a session: a protocol's
+    ``smtp_*`` commands and ``auth_*`` mechanisms, a handler's ``handle_*`` hooks.
+
+    ``SMTP.__init__`` runs ``inspect.getmembers`` and ``dir`` over the session and
+    its handler for every new connection, reading every attribute; a ``__dir__``
+    that answers with this list (computed once per class) makes that cheap.
+    """
+    return sorted(name for name in dir(cls) if name.startswith(("smtp_", "auth_", "handle_")))
+
+
 class ConnectionSlots:
     """The open sessions of one server, at most ``limit``; used on the server's loop only."""
 
@@ -111,6 +124,36 @@ class ConnectionSlots:
         for session in list(self.sessions):
             if session.transport is not None:
                 session.transport.abort()  # type: ignore[attr-defined]
+
+
+class GuardedCommand:
+    """One command method behind its session's :meth:`RecordingSMTP.guarded`; reads
+    through to the method's own attributes (``HELP`` shows its ``@syntax``)."""
+
+    __slots__ = ("command", "method", "session")
+
+    def __init__(self, session: RecordingSMTP, command: str, method: Any):
+        self.session, self.command, self.method = session, command, method
+
+    def __call__(self, arg: str | None) -> Any:
+        return self.session.guarded(self.command, self.method, arg)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.method, name)
+
+
+class GuardedCommands(dict[str, Any]):
+    """A session's command table (aiosmtpd's ``_smtp_methods``). The dispatcher's
+    lookup hands out the command behind the guard; built per command run, not for
+    every command a session knows, because most connections run only a few."""
+
+    def __init__(self, session: RecordingSMTP, methods: dict[str, Any]):
+        super().__init__(methods)
+        self.session = session
+
+    def get(self, command: str, default: Any = None) -> Any:  # type: ignore[override]
+        method = super().get(command)
+        return default if method is None else GuardedCommand(self.session, command, method)
 
 
 class LabEnvelope(Envelope):
@@ -168,25 +211,24 @@ class RecordingSMTP(SMTP):
         self._last_due = 0.0
         self._peer_eof = False
         self._gone = False
-        self._smtp_methods = {
-            name: self._with_faults(name, method) for name, method in self._smtp_methods.items()
-        }
+        self._smtp_methods = GuardedCommands(self, self._smtp_methods)
 
-    def _with_faults(self, command: str, method: Any) -> Any:
-        async def run(arg: str | None) -> None:
-            if self._bad_line_end:  # RFC 5321 §2.3.8: only CRLF ends a command line
-                await self.push("500 5.5.2 Syntax error: a command line must end with CRLF")
-                return
-            if arg is not None and "\0" in arg:
-                await self.push("501 5.5.2 Syntax error: NUL character in command")
-                return
-            rule = self.faults.take(command)
-            if rule is None:
-                await method(arg)
-            else:
-                await self._misbehave(rule)
+    def __dir__(self) -> list[str]:
+        return aiosmtpd_hooks(type(self))
 
-        return run
+    async def guarded(self, command: str, method: Any, arg: str | None) -> None:
+        """Run a command unless its line is malformed or a fault rule answers instead."""
+        if self._bad_line_end:  # RFC 5321 §2.3.8: only CRLF ends a command line
+            await self.push("500 5.5.2 Syntax error: a command line must end with CRLF")
+            return
+        if arg is not None and "\0" in arg:
+            await self.push("501 5.5.2 Syntax error: NUL character in command")
+            return
+        rule = self.faults.take(command)
+        if rule is None:
+            await method(arg)
+        else:
+            await self._misbehave(rule)
 
     def _cb_client_connected(self, reader: asyncio.StreamReader, writer: Any) -> None:
         """Note whether each command line ended with anything but one CRLF: aiosmtpd
@@ -261,10 +303,16 @@ class RecordingSMTP(SMTP):
         return " ".join([address, *rest]), dsn
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        """aiosmtpd's path parser, also refusing a mailbox without a domain (RFC 5321
-        §4.1.2): only the null path ``<>`` and ``Postmaster`` (§4.1.1.3) may lack one."""
-        address, rest = super()._getaddr(arg)
-        if address and address != "<>" and "@" not in address and address.lower() != "postmaster":
+        """The path and what follows it, by RFC 5321 §4.1.2's grammar (aiosmtpd reads
+        paths with the RFC 5322 header parser, which is lenient and costs more than
+        the rest of a transaction): ``(None, None)`` if malformed."""
+        if not arg:
+            return "", ""
+        path = parse_path(arg)
+        if path is None:
+            return None, None
+        address, local_part, rest = path
+        if self.local_part_limit and len(local_part) > self.local_part_limit:
             return None, None
         return address, rest
 

@@ -163,10 +163,26 @@ MALFORMED = [
     ("MAIL FROM <alice@example.com>", "501 5.5.4", "RFC 5321 §4.1.1.2 FROM: syntax"),
     ("RCPT TO:<bob@@example.org>", "553 5.1.3", "RFC 5321 §4.1.2 Mailbox syntax"),
     ("RCPT TO:<bob>", "553 5.1.3", "RFC 5321 §4.1.1.3: a domain is required"),
+    ("MAIL FROM:<.alice@example.com>", "553 5.1.3", "RFC 5321 §4.1.2 Dot-string"),
+    ("RCPT TO:<bob@under_score.example>", "553 5.1.3", "RFC 5321 §4.1.2 sub-domain"),
+    ("RCPT TO:<bob@example.org", "553 5.1.3", "RFC 5321 §4.1.2 Path: the closing >"),
     ("RCPT TO:<>", "553 5.1.3", "RFC 5321 §4.1.1.3: no null forward-path"),
     ("RCPT TO:<bob@example.org> FOO=BAR", "555 5.5.4", "RFC 5321 §4.1.1.11 unknown param"),
     ("RCPT TO:<bob@example.org> NOTIFY=SOMETIMES", "501 5.5.4", "RFC 3461 §4.1 NOTIFY values"),
 ]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_help_lists_the_commands_and_the_syntax_of_one(lab, role):
+    """RFC 5321 §4.1.1.8: HELP answers with text about the server or one command."""
+    client = ready(lab, role)
+    client.send(b"HELP\r\nHELP MAIL\r\nHELP FROBNICATE\r\n")
+    listed = client.last().split()
+    assert listed[:4] == ["250", "2.0.0", "Supported", "commands:"]
+    assert {"EHLO", "HELP", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT"} <= set(listed)
+    assert client.last() == "250 2.0.0 Syntax: MAIL FROM: <address> [SP <mail-parameters>]"
+    assert client.last().startswith("501 5.5.4 Supported commands: AUTH DATA")
+    client.close()
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -1,3 +1,4 @@
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -6,6 +7,7 @@ from smtplab.protocol import (
     dot_stuff,
     dot_unstuff,
     normalize_newlines,
+    parse_path,
     parse_reply_line,
     reply_meaning,
     split_enhanced,
@@ -64,3 +66,42 @@ def test_message_id_and_hop_count_are_read_from_the_header_block():
     assert message_id_of(folded) == "<1.x@example.com>"
     assert count_received(folded) == 2
     assert message_id_of(b"Subject: none\n\nMessage-ID: <body@x>") is None
+
+
+PATHS = [
+    # (MAIL/RCPT argument, (address, local part, parameters)), RFC 5321 §4.1.2
+    ("<alice@example.com>", ("alice@example.com", "alice", "")),
+    ("<a@example.com> SIZE=3 BODY=8BITMIME", ("a@example.com", "a", "SIZE=3 BODY=8BITMIME")),
+    ("alice@example.com SIZE=1", ("alice@example.com", "alice", "SIZE=1")),  # no <>: tolerated
+    ("<> SIZE=1", ("<>", "", "SIZE=1")),  # the null reverse-path
+    ("<Postmaster>", ("Postmaster", "Postmaster", "")),  # §4.1.1.3: no domain needed
+    ('<"john doe"@example.com>', ('"john doe"@example.com', '"john doe"', "")),  # Quoted-string
+    ('<"a@b"@example.com>', ('"a@b"@example.com', '"a@b"', "")),
+    ("<bob@[127.0.0.1]>", ("bob@[127.0.0.1]", "bob", "")),  # address-literal
+    ("<bob@[IPv6:::1]>", ("bob@[IPv6:::1]", "bob", "")),
+    ("<@relay.example,@b.example:bob@c.example>", ("bob@c.example", "bob", "")),  # source route
+    ("<jösé@bücher.example>", ("jösé@bücher.example", "jösé", "")),  # RFC 6531 §3.3
+]
+NOT_PATHS = [
+    "<alice@@example.com>",
+    "<bob>",  # a domain is required
+    "<.alice@example.com>",  # Dot-string: no leading, trailing or double dot
+    "<a..b@example.com>",
+    "<bob@example.>",
+    "<bob@-example.com>",  # sub-domain starts with Let-dig
+    "<bob@under_score.example>",
+    "< bob@example.com >",  # no spaces inside the path
+    "<bob@example.com",
+    "bob@example.com>",
+    "(comment)<bob@example.com>",  # RFC 5322 comments are not SMTP
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), PATHS)
+def test_paths_follow_the_rfc_5321_grammar(text, expected):
+    assert parse_path(text) == expected
+
+
+@pytest.mark.parametrize("text", NOT_PATHS)
+def test_malformed_paths_are_refused(text):
+    assert parse_path(text) is None
