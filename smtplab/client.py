@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from smtplab.journal import WireJournal
-from smtplab.protocol import split_enhanced
+from smtplab.protocol import dot_stuff, split_enhanced
 from smtplab.tlsca import LabLoopbackMixin
 from smtplab.wire import ReadTap, WireLog
 
@@ -200,12 +200,15 @@ def transact(
     rcpt_options: list[str] | tuple[str, ...] = (),
     *,
     finish: bool = True,
+    pipelining: bool = False,
 ) -> list[Outcome]:
     """One mail transaction (RFC 5321 §3.3): MAIL, RCPT per recipient, DATA, QUIT.
 
     Unlike smtplib.sendmail it keeps every recipient's own reply, which is what
     a reader needs to see which recipient failed and why. With ``finish=False``
-    the session stays open for another transaction (no QUIT).
+    the session stays open for another transaction (no QUIT). With
+    ``pipelining`` and a server that offers it, the envelope goes in one write
+    (:func:`pipelined`).
     """
     outcomes: dict[str, Outcome] = {}
     try:
@@ -215,6 +218,13 @@ def transact(
             text = "non-ASCII address, but the server does not offer SMTPUTF8 (RFC 6531 §3.2)"
             quit_quietly(client)
             return [Outcome(r, None, text, "MAIL") for r in recipients]
+        if pipelining and client.has_extn("pipelining"):
+            outcomes = pipelined(
+                client, sender, recipients, message, [*mail_options, *needed], rcpt_options
+            )
+            if finish:
+                client.quit()
+            return [outcomes[r] for r in recipients]
         code, reply = client.mail(sender, [*mail_options, *needed])
         if code != 250:
             quit_quietly(client)
@@ -242,3 +252,40 @@ def transact(
             )
         client.close()
     return [outcomes[r] for r in recipients]
+
+
+def pipelined(
+    client: smtplib.SMTP,
+    sender: str,
+    recipients: list[str],
+    message: bytes,
+    mail_options: list[str],
+    rcpt_options: list[str] | tuple[str, ...],
+) -> dict[str, Outcome]:
+    """RFC 2920 §3.1: MAIL, every RCPT and DATA in one write, then their replies in
+    order; the message follows only a 354, and only if a recipient was accepted
+    (else a lone dot ends the data at once). Two round trips instead of 3 + n."""
+    if "SMTPUTF8" in mail_options:
+        client.command_encoding = "utf-8"  # as smtplib.mail does
+    rcpt_params = "".join(f" {option}" for option in rcpt_options)
+    client.send(
+        f"MAIL FROM:{smtplib.quoteaddr(sender)}{''.join(f' {o}' for o in mail_options)}\r\n"
+        + "".join(f"RCPT TO:{smtplib.quoteaddr(r)}{rcpt_params}\r\n" for r in recipients)
+        + "DATA\r\n"
+    )
+    mail_code, mail_reply = client.getreply()
+    outcomes: dict[str, Outcome] = {}
+    for rcpt in recipients:
+        code, reply = client.getreply()
+        if mail_code != 250:
+            outcomes[rcpt] = Outcome(rcpt, mail_code, _text(mail_reply), "MAIL")
+        elif code not in (250, 251):
+            outcomes[rcpt] = Outcome(rcpt, code, _text(reply), "RCPT")
+    code, reply = client.getreply()
+    accepted = [r for r in recipients if r not in outcomes]
+    if code == 354:
+        client.send(dot_stuff(message) if accepted else b".\r\n")
+        code, reply = client.getreply()
+    for rcpt in accepted:
+        outcomes[rcpt] = Outcome(rcpt, code, _text(reply), "DATA")
+    return outcomes

@@ -5,13 +5,24 @@ Theory of operation
 RFC 5321 §6.1: a server that answered 250 must not lose the message. So
 :meth:`Spool.put` returns only when every file is on disk for good: each entry is
 written to ``tmp/``, fsynced, renamed into ``queue/`` (atomic on POSIX), and the
-directory is fsynced. Concurrent ``put`` calls share directory fsyncs (group
-commit): one fsync made after a rename makes that rename durable, whoever made
-it. A crash before the rename leaves only a file in ``tmp/``, which
-:class:`Spool` deletes when it opens: half-written entries are never delivered.
+directory is fsynced. A crash before the rename leaves only a file in ``tmp/``,
+which :class:`Spool` deletes when it opens: half-written entries are never
+delivered.
+
+Writes are group-committed, as databases do: callers that arrive while a batch
+is being written wait, and the next batch writes all their files, then fsyncs
+them, renames them and fsyncs the directory once. The first fsync of a batch
+makes the journal commit the others' data too, so under load a message costs
+well under the two journal commits it costs alone; a single message is written
+at once, as before. Each caller still gets all of its files or none.
 
 :meth:`Spool.remove` does not fsync: if a crash undoes a removal, the message is
 delivered once more after restart, the one duplicate that §6.1 accepts.
+
+The spool also keeps the messages it wrote in memory (up to ``CACHE_LIMIT``
+bytes), because the queue sends each one moments after storing it: reading it
+back would open the file again, behind other writers' fsyncs. After a restart,
+or past the limit, messages are read from disk.
 
 Each file holds one JSON line (the envelope: sender, the recipients still to
 deliver, attempt count, next attempt, DSN options) and then the message bytes
@@ -25,8 +36,12 @@ import os
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from smtplab.maildir import fsync_dir
+
+#: Bytes of recently stored messages the spool keeps in memory (see above).
+CACHE_LIMIT = 32 << 20
 
 
 @dataclass
@@ -77,9 +92,11 @@ class Spool:
         for leftover in self._tmp.iterdir():
             leftover.unlink()
         self._lock = threading.Lock()
-        self._durable = threading.Condition()
-        self._renamed = self._synced = 0  # rename generations: made, and made durable
-        self._syncing = False
+        self._batch = threading.Condition()
+        self._waiting: list[_Write] = []  # for the next batch
+        self._writing = False
+        self._cached: dict[str, bytes] = {}
+        self._cached_bytes = 0
         self._next = 1 + max(
             (int(p.name.split("-")[0], 16) for p in self._queue.iterdir()), default=0
         )
@@ -93,46 +110,102 @@ class Spool:
     def put(self, entries: list[QueueEntry], message: bytes) -> None:
         """Store all entries durably, or none (OSError): the client's retry must not
         duplicate a domain's part that was stored before another part failed."""
-        try:
-            staged = [(self._stage(entry, message), entry.qid) for entry in entries]
-            for tmp, qid in staged:
-                os.replace(tmp, self._queue / qid)
-            self._commit()
-        except OSError:
-            for entry in entries:
-                (self._tmp / entry.qid).unlink(missing_ok=True)
-                (self._queue / entry.qid).unlink(missing_ok=True)
-            raise
+        self._write(_Write([(entry, message) for entry in entries], replaces=False))
 
     def update(self, entry: QueueEntry) -> None:
         """Rewrite an entry's envelope (after an attempt), keeping its message."""
-        os.replace(self._stage(entry, self.message(entry.qid)), self._queue / entry.qid)
-        self._commit()
+        self._write(_Write([(entry, self.message(entry.qid))], replaces=True))
 
     def remove(self, qid: str) -> None:
         """Forget a delivered entry (no fsync: see the module docstring)."""
         (self._queue / qid).unlink(missing_ok=True)
+        with self._lock:
+            self._cached_bytes -= len(self._cached.pop(qid, b""))
 
-    def _commit(self) -> None:
-        """Make this thread's renames durable, sharing one directory fsync with others."""
-        with self._durable:
-            self._renamed += 1
-            mine = self._renamed
-            while self._synced < mine:
-                if self._syncing:
-                    self._durable.wait()
+    def _write(self, request: _Write) -> None:
+        """Wait for this request's batch to be written (or write it); raise its error."""
+        with self._batch:
+            self._waiting.append(request)
+            while not request.done:
+                if self._writing:
+                    self._batch.wait()
                     continue
-                self._syncing, target = True, self._renamed
-                self._durable.release()
+                self._writing, batch, self._waiting = True, self._waiting, []
+                self._batch.release()
                 try:
-                    fsync_dir(self._queue)
+                    self._commit(batch)
                 finally:
-                    self._durable.acquire()
-                    self._syncing = False
-                    self._durable.notify_all()
-                self._synced = max(self._synced, target)
+                    self._batch.acquire()
+                    self._writing = False
+                    for written in batch:
+                        written.done = True
+                    self._batch.notify_all()
+        if request.error is not None:
+            raise request.error
+
+    def _commit(self, batch: list[_Write]) -> None:
+        """Write every request's files, fsync them, rename them, fsync the directory once."""
+        staged: list[tuple[_Write, list[tuple[str, BinaryIO]]]] = []
+        for request in batch:
+            files: list[tuple[str, BinaryIO]] = []
+            try:
+                for entry, message in request.files:
+                    # Open until the batch's fsync phase, closed by _sync or _undo.
+                    files.append((entry.qid, open(self._tmp / entry.qid, "wb")))  # noqa: SIM115
+                    files[-1][1].write(entry.to_json() + b"\n" + message)
+                    files[-1][1].flush()
+                staged.append((request, files))
+            except OSError as error:
+                self._undo(request, files, error)
+        for step in (self._sync, self._publish):
+            for request, files in list(staged):
+                try:
+                    step(files)
+                except OSError as error:
+                    self._undo(request, files, error)
+                    staged.remove((request, files))
+        if staged:
+            try:
+                fsync_dir(self._queue)
+            except OSError as error:
+                for request, files in staged:
+                    self._undo(request, files, error)
+                return
+        for request, _ in staged:
+            self._remember(request)
+
+    @staticmethod
+    def _sync(files: list[tuple[str, BinaryIO]]) -> None:
+        for _, handle in files:
+            os.fsync(handle.fileno())
+            handle.close()
+
+    def _publish(self, files: list[tuple[str, BinaryIO]]) -> None:
+        for qid, _ in files:
+            os.replace(self._tmp / qid, self._queue / qid)
+
+    def _remember(self, request: _Write) -> None:
+        with self._lock:
+            for entry, message in request.files:
+                if entry.qid not in self._cached and (
+                    self._cached_bytes + len(message) <= CACHE_LIMIT
+                ):
+                    self._cached[entry.qid] = message
+                    self._cached_bytes += len(message)
+
+    def _undo(self, request: _Write, files: list[tuple[str, BinaryIO]], error: OSError) -> None:
+        """A request failed: none of its new files may stay (an update keeps the old one)."""
+        request.error = error
+        for qid, handle in files:
+            handle.close()
+            (self._tmp / qid).unlink(missing_ok=True)
+            if not request.replaces:
+                (self._queue / qid).unlink(missing_ok=True)
 
     def message(self, qid: str) -> bytes:
+        cached = self._cached.get(qid)
+        if cached is not None:
+            return cached
         return (self._queue / qid).read_bytes().split(b"\n", 1)[1]
 
     def entries(self) -> list[QueueEntry]:
@@ -143,15 +216,12 @@ class Spool:
                 found.append(QueueEntry.from_json(handle.readline()))
         return found
 
-    def _stage(self, entry: QueueEntry, message: bytes) -> Path:
-        """Write the entry's file into ``tmp/`` and fsync it; no partial file survives."""
-        tmp = self._tmp / entry.qid
-        try:
-            with open(tmp, "wb") as handle:
-                handle.write(entry.to_json() + b"\n" + message)
-                handle.flush()
-                os.fsync(handle.fileno())
-        except OSError:
-            tmp.unlink(missing_ok=True)
-            raise
-        return tmp
+
+@dataclass
+class _Write:
+    """One caller's files (entry, message), waiting for a batch; then its outcome."""
+
+    files: list[tuple[QueueEntry, bytes]]
+    replaces: bool  # an update: the entry's older file stays if this one fails
+    done: bool = False
+    error: OSError | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import smtplib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -267,3 +268,115 @@ def test_a_spool_failure_stores_no_part_of_the_message(tmp_path: Path):
         spool.put(entries, b"Subject: x\r\n\r\nx\r\n")
     (tmp_path / "tmp" / "000001-2").rmdir()
     assert spool.entries() == [] and list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_pipelined_transaction_sends_the_envelope_in_one_write(lab):
+    """RFC 2920 §3.1: MAIL, each RCPT and DATA together; each reply still counts."""
+    from smtplab.client import RecordingClient, transact
+
+    client = RecordingClient("mx1.example.org", client_name="relay.example.net")
+    client.connect("mx1.example.org", lab.server("mx1.example.org").port)
+    recipients = ["bob@example.org", "nobody@example.org"]
+    outcomes = transact(
+        client, "alice@example.com", recipients, b"Subject: p\r\n\r\n.dot\r\n", pipelining=True
+    )
+    assert [(o.code, o.stage) for o in outcomes] == [(250, "DATA"), (550, "RCPT")]
+    assert client.wire is not None
+    sent = [chunk for _, side, chunk in client.wire.chunks if side == "client"]
+    assert (
+        b"MAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.org>\r\n"
+        b"RCPT TO:<nobody@example.org>\r\nDATA\r\n"
+    ) in sent
+    assert b"Subject: p\r\n\r\n..dot\r\n.\r\n" in sent  # dot-stuffed, then the end
+    assert [m.subject for m in lab.mailbox("bob@example.org")] == ["p"]
+
+
+def test_a_pipelined_transaction_with_no_recipient_left_sends_no_message(lab):
+    """RFC 2920 §3.1: every RCPT refused, so after DATA's reply only the lone dot follows."""
+    from smtplab.client import RecordingClient, transact
+
+    client = RecordingClient("mx1.example.org", client_name="relay.example.net")
+    client.connect("mx1.example.org", lab.server("mx1.example.org").port)
+    outcomes = transact(
+        client,
+        "alice@example.com",
+        ["nobody@example.org"],
+        b"Subject: q\r\n\r\nx\r\n",
+        pipelining=True,
+    )
+    assert [(o.code, o.stage) for o in outcomes] == [(550, "RCPT")]
+    assert client.wire is not None
+    assert b"Subject: q" not in b"".join(c for _, side, c in client.wire.chunks if side == "client")
+
+
+def test_under_load_the_queue_pipelines_on_one_session(lab):
+    """More mail for example.org is due: one session, each envelope in one write."""
+    queue = lab.queues["smtp.example.com"]
+    queue.stop()  # let the mail pile up, then deliver it all at once
+    results = [lab.send("alice@example.com", "bob@example.org", f"bulk {n}", "x") for n in range(5)]
+    queue.start()
+    lab.settle(15)
+    assert sorted(m.subject for m in lab.mailbox("bob@example.org")) == [
+        f"bulk {n}" for n in range(5)
+    ]
+    wires = {id(s.wire): s.wire for r in results for s in r.journey.steps if s.wire is not None}
+    hop = [w for w in wires.values() if w.view == "client" and w.server == "mx1.example.org"]
+    assert len(hop) == 1  # the session was kept for the next message
+    grouped = [c for _, side, c in hop[0].chunks if side == "client" and c.startswith(b"MAIL")]
+    assert len(grouped) == 5 and all(c.endswith(b"DATA\r\n") for c in grouped[:-1])
+
+
+def test_concurrent_writers_share_the_spools_fsyncs(tmp_path: Path, monkeypatch):
+    """Group commit: writers that arrive during a batch's fsync go together in the next one."""
+    import os
+    import threading
+
+    from smtplab import spool as spool_module
+    from smtplab.spool import QueueEntry, Spool
+
+    spool = Spool(tmp_path)
+    first_sync, others_waiting = threading.Event(), threading.Event()
+    directory_syncs: list[int] = []
+    real_fsync_dir = spool_module.fsync_dir
+
+    def fsync_dir(path):
+        directory_syncs.append(1)
+        if len(directory_syncs) == 1:  # hold the first batch until the rest have queued up
+            first_sync.set()
+            assert others_waiting.wait(10)
+        real_fsync_dir(path)
+
+    monkeypatch.setattr(spool_module, "fsync_dir", fsync_dir)
+
+    def put(n: int) -> None:
+        entry = QueueEntry(
+            f"{n:06X}-1", "a@x", "example.org", [QueuedRecipient("b@example.org")], "d", 0.0
+        )
+        spool.put([entry], f"Subject: {n}\r\n\r\nx\r\n".encode())
+
+    writers = [threading.Thread(target=put, args=(1,))]
+    writers[0].start()
+    assert first_sync.wait(10)
+    writers += [threading.Thread(target=put, args=(n,)) for n in range(2, 9)]
+    for writer in writers[1:]:
+        writer.start()
+    deadline = time.monotonic() + 10
+    while len(spool._waiting) < 7 and time.monotonic() < deadline:
+        time.sleep(0.001)  # polling a condition with a deadline, not papering over a race
+    others_waiting.set()
+    for writer in writers:
+        writer.join(10)
+    assert len(directory_syncs) == 2  # 8 messages, 2 directory fsyncs
+    assert [e.qid for e in spool.entries()] == [f"{n:06X}-1" for n in range(1, 9)]
+    assert spool.message("000005-1") == b"Subject: 5\r\n\r\nx\r\n"
+    assert os.listdir(tmp_path / "tmp") == []
+
+
+def test_a_stopped_queue_restarts_without_doubling_what_it_holds(lab):
+    """stop() keeps the entries; start() reads the spool again and must not queue them twice."""
+    queue = lab.queues["smtp.example.com"]
+    queue.stop()
+    lab.send("alice@example.com", "bob@example.org", "held", "x")
+    queue.start()
+    lab.settle(10)
+    assert [m.subject for m in lab.mailbox("bob@example.org")] == ["held"]
