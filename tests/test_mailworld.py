@@ -380,3 +380,22 @@ def test_a_stopped_queue_restarts_without_doubling_what_it_holds(lab):
     queue.start()
     lab.settle(10)
     assert [m.subject for m in lab.mailbox("bob@example.org")] == ["held"]
+
+
+def test_an_update_that_cannot_be_written_keeps_the_entry_as_it_was(tmp_path: Path):
+    """A retry's rewrite is all or nothing too: the old envelope stays if the new one fails."""
+    from dataclasses import replace
+
+    from smtplab.spool import QueueEntry, Spool
+
+    spool = Spool(tmp_path)
+    entry = QueueEntry(
+        "000001-1", "a@x", "example.org", [QueuedRecipient("b@example.org")], "d", 0.0
+    )
+    spool.put([entry], b"Subject: x\r\n\r\nx\r\n")
+    (tmp_path / "tmp" / "000001-1").mkdir()  # the rewrite cannot be staged
+    with pytest.raises(OSError):
+        spool.update(replace(entry, attempts=1))
+    (tmp_path / "tmp" / "000001-1").rmdir()
+    assert [e.attempts for e in spool.entries()] == [0]
+    assert Spool(tmp_path).message("000001-1") == b"Subject: x\r\n\r\nx\r\n"  # read from disk
