@@ -341,11 +341,14 @@ def _lab_counters(lab: Any) -> Iterator[tuple[Callable[[], None], Callable[[], d
             with lock:
                 counts["out_conn"] += 1
 
+    process_before = [0.0]
+
     def begin() -> None:
         with lock:
             counts.clear()
         cpu_before.clear()
         cpu_before.update(_thread_cpu())
+        process_before[0] = _process_cpu()
 
     def counters() -> dict[str, float]:
         labels = _thread_labels(lab)
@@ -353,6 +356,12 @@ def _lab_counters(lab: Any) -> Iterator[tuple[Callable[[], None], Callable[[], d
         for tid, seconds in _thread_cpu().items():
             key = "cpu:" + labels.get(tid, "other threads")
             found[key] = found.get(key, 0.0) + seconds - cpu_before.get(tid, 0.0)
+        # Threads that ended during the run (spool writers stop when idle) are no longer
+        # in /proc/self/task; the process's own total still counts them.
+        live = sum(v for k, v in found.items() if k.startswith("cpu:"))
+        ended = _process_cpu() - process_before[0] - live
+        if ended > 0:
+            found["cpu:threads that ended during the run (spool writers)"] = ended
         return found
 
     os.fsync = fsync  # type: ignore[assignment]
@@ -363,6 +372,11 @@ def _lab_counters(lab: Any) -> Iterator[tuple[Callable[[], None], Callable[[], d
     finally:
         os.fsync = real_fsync  # type: ignore[assignment]
         lab.resolver.resolve = real_resolve
+
+
+def _process_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def _thread_cpu() -> dict[int, float]:
@@ -383,7 +397,9 @@ def _thread_labels(lab: Any) -> dict[int, str]:
     for thread in threading.enumerate():
         name = thread.name
         if name.startswith("asyncio_"):
-            name = "to_thread pools (spool writes + fsync)"
+            name = "to_thread pools"
+        elif name.startswith("spool "):
+            name = "spool writers (writes + fsync)"
         elif name == "MainThread" or "smtp-sink" in name:
             name = BENCH_CPU[4:]
         if thread.native_id is not None:

@@ -264,13 +264,18 @@ def pipelined(
 ) -> dict[str, Outcome]:
     """RFC 2920 §3.1: MAIL, every RCPT and DATA in one write, then their replies in
     order; the message follows only a 354, and only if a recipient was accepted
-    (else a lone dot ends the data at once). Two round trips instead of 3 + n."""
+    (else a lone dot ends the data at once). Two round trips instead of 3 + n.
+
+    The addresses are bare mailboxes (``a@b``, or ``""`` for the null sender), as a
+    queue stores them, so they go between brackets as they are: smtplib's
+    ``quoteaddr`` would parse each one as a header address first.
+    """
     if "SMTPUTF8" in mail_options:
         client.command_encoding = "utf-8"  # as smtplib.mail does
     rcpt_params = "".join(f" {option}" for option in rcpt_options)
     client.send(
-        f"MAIL FROM:{smtplib.quoteaddr(sender)}{''.join(f' {o}' for o in mail_options)}\r\n"
-        + "".join(f"RCPT TO:{smtplib.quoteaddr(r)}{rcpt_params}\r\n" for r in recipients)
+        f"MAIL FROM:<{sender}>{''.join(f' {o}' for o in mail_options)}\r\n"
+        + "".join(f"RCPT TO:<{r}>{rcpt_params}\r\n" for r in recipients)
         + "DATA\r\n"
     )
     mail_code, mail_reply = client.getreply()

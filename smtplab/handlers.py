@@ -265,8 +265,8 @@ class SubmissionHandler(RoleHandler):
         ]
         message = trace.encode() + content
         try:
-            await asyncio.to_thread(
-                self.queue.accept, reverse_path(envelope), recipients, message, envelope.dsn, qid
+            await self.queue.accept_from_loop(
+                reverse_path(envelope), recipients, message, envelope.dsn, qid
             )
         except OSError as error:
             return f"451 4.3.0 Message not queued, try again later ({error.strerror})"

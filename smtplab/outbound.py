@@ -2,10 +2,12 @@
 
 Theory of operation
 -------------------
-A submission server (or relay) that accepts a message calls
-:meth:`DeliveryQueue.accept` *before* it answers 250: the message is split by
-recipient domain (one delivery per domain, as every MTA does) and each part is
-fsynced to the :class:`~smtplab.spool.Spool`.
+A submission server (or relay) that accepts a message awaits
+:meth:`DeliveryQueue.accept_from_loop` *before* it answers 250: the message is
+split by recipient domain (one delivery per domain, as every MTA does) and each
+part is fsynced to the :class:`~smtplab.spool.Spool`, whose writer thread
+commits everything that arrives together at once. Code outside an event loop
+(the DSNs the queue sends itself) calls :meth:`DeliveryQueue.accept`.
 
 One worker thread then takes due entries in order. For each it asks the lab DNS
 for the route (RFC 5321 §5.1), connects to the candidates in turn until one
@@ -29,6 +31,7 @@ outcome, so a single message's hop always reads as the chapters teach it.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import smtplib
 import threading
@@ -124,13 +127,41 @@ class DeliveryQueue:
         qid: str | None = None,
     ) -> str:
         """Spool the message, one entry per recipient domain; return the queue id."""
+        qid, entries = self._split(sender, recipients, message, dsn, qid)
+        self.spool.put(entries, message)
+        self._queued(entries)
+        return qid
+
+    async def accept_from_loop(
+        self,
+        sender: str,
+        recipients: list[QueuedRecipient],
+        message: bytes,
+        dsn: MailDSN = NO_DSN,
+        qid: str | None = None,
+    ) -> str:
+        """:meth:`accept` for a server's event loop: it awaits the spool's writer."""
+        qid, entries = self._split(sender, recipients, message, dsn, qid)
+        await asyncio.wrap_future(self.spool.put_later(entries, message))
+        self._queued(entries)
+        return qid
+
+    def _split(
+        self,
+        sender: str,
+        recipients: list[QueuedRecipient],
+        message: bytes,
+        dsn: MailDSN,
+        qid: str | None,
+    ) -> tuple[str, list[QueueEntry]]:
+        """The queue id, and one entry per recipient domain (each has its own route)."""
         qid = qid or self.spool.new_qid()
         by_domain: dict[str, list[QueuedRecipient]] = {}
         for rcpt in recipients:
             by_domain.setdefault(rcpt.address.rpartition("@")[2].lower(), []).append(rcpt)
         arrival, now = self.clock.rfc5322(), time.time()
         message_id = message_id_of(message)
-        entries = [
+        return qid, [
             QueueEntry(
                 f"{qid}-{n}",
                 sender,
@@ -144,15 +175,16 @@ class DeliveryQueue:
             )
             for n, (domain, rcpts) in enumerate(by_domain.items(), start=1)
         ]
-        self.spool.put(entries, message)
+
+    def _queued(self, entries: list[QueueEntry]) -> None:
+        """The entries are durable: tell their journeys, and wake the worker."""
         for entry in entries:
             addresses = tuple(r.address for r in entry.recipients)
             self.journeys.add(
-                message_id,
+                entry.message_id,
                 Step("queued", self.host, f"queued as {entry.qid} for {entry.domain}", addresses),
             )
         self._schedule(entries)
-        return qid
 
     def new_qid(self) -> str:
         """A queue id to name in the Received: header before the message is accepted."""
@@ -231,7 +263,7 @@ class DeliveryQueue:
 
     # -- one delivery attempt --------------------------------------------------------
     def _attempt(self, entry: QueueEntry) -> None:
-        entry = replace(entry, attempts=entry.attempts + 1)
+        entry.attempts += 1  # the worker owns an entry once it is off the heap
         addresses = tuple(r.address for r in entry.recipients)
         try:
             route = self.hop.resolve(entry.domain)

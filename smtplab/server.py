@@ -396,6 +396,23 @@ class RecordingSMTP(SMTP):
         self.transport.write(data)  # type: ignore[attr-defined]
         self.transport.close()
 
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """Move the idle deadline. aiosmtpd cancels its timer and makes a new one for
+        every command; one timer that, firing early, waits again for the rest costs
+        less, and the deadline is the same."""
+        self._deadline = self.loop.time() + (duration or self._timeout_duration)
+        handle = self._timeout_handle
+        if handle is None or handle.cancelled() or handle.when() > self._deadline:
+            if handle is not None:
+                handle.cancel()
+            self._timeout_handle = self.loop.call_at(self._deadline, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        if self.loop.time() < self._deadline:
+            self._timeout_handle = self.loop.call_at(self._deadline, self._timer_fired)
+        else:
+            self._timeout_cb()
+
     def _timeout_cb(self) -> None:
         """Idle (or in DATA) too long: say so before closing (RFC 5321 §4.5.3.2, §3.8)."""
         self._say_and_close(f"421 4.4.2 {self.hostname} Error: timeout exceeded")

@@ -9,12 +9,14 @@ directory is fsynced. A crash before the rename leaves only a file in ``tmp/``,
 which :class:`Spool` deletes when it opens: half-written entries are never
 delivered.
 
-Writes are group-committed, as databases do: callers that arrive while a batch
-is being written wait, and the next batch writes all their files, then fsyncs
-them, renames them and fsyncs the directory once. The first fsync of a batch
-makes the journal commit the others' data too, so under load a message costs
-well under the two journal commits it costs alone; a single message is written
-at once, as before. Each caller still gets all of its files or none.
+Writes are group-committed, as databases do: one writer thread takes every
+request waiting, writes all their files, then fsyncs them, renames them and
+fsyncs the directory once, and meanwhile the next requests gather. The first
+fsync of a batch makes the journal commit the others' data too, so under load
+a message costs well under the two journal commits it costs alone. Callers
+get a future (:meth:`Spool.put_later`), so a server's event loop waits without
+a thread per message; the writer runs only while there is work. Each request
+still gets all of its files or none.
 
 :meth:`Spool.remove` does not fsync: if a crash undoes a removal, the message is
 delivered once more after restart, the one duplicate that §6.1 accepts.
@@ -31,9 +33,11 @@ with CRLF line endings, exactly as they will be sent on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -92,9 +96,9 @@ class Spool:
         for leftover in self._tmp.iterdir():
             leftover.unlink()
         self._lock = threading.Lock()
-        self._batch = threading.Condition()
+        self._batch = threading.Lock()
         self._waiting: list[_Write] = []  # for the next batch
-        self._writing = False
+        self._writer: threading.Thread | None = None
         self._cached: dict[str, bytes] = {}
         self._cached_bytes = 0
         self._next = 1 + max(
@@ -110,38 +114,54 @@ class Spool:
     def put(self, entries: list[QueueEntry], message: bytes) -> None:
         """Store all entries durably, or none (OSError): the client's retry must not
         duplicate a domain's part that was stored before another part failed."""
-        self._write(_Write([(entry, message) for entry in entries], replaces=False))
+        self.put_later(entries, message).result()
+
+    def put_later(self, entries: list[QueueEntry], message: bytes) -> Future[None]:
+        """:meth:`put`, without waiting: the future is done once the entries are durable."""
+        return self._submit(_Write([(entry, message) for entry in entries], replaces=False))
 
     def update(self, entry: QueueEntry) -> None:
         """Rewrite an entry's envelope (after an attempt), keeping its message."""
-        self._write(_Write([(entry, self.message(entry.qid))], replaces=True))
+        self._submit(_Write([(entry, self.message(entry.qid))], replaces=True)).result()
 
     def remove(self, qid: str) -> None:
         """Forget a delivered entry (no fsync: see the module docstring)."""
-        (self._queue / qid).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self._queue, qid))  # not pathlib's /: once per message
         with self._lock:
             self._cached_bytes -= len(self._cached.pop(qid, b""))
 
-    def _write(self, request: _Write) -> None:
-        """Wait for this request's batch to be written (or write it); raise its error."""
+    def _submit(self, request: _Write) -> Future[None]:
         with self._batch:
             self._waiting.append(request)
-            while not request.done:
-                if self._writing:
-                    self._batch.wait()
-                    continue
-                self._writing, batch, self._waiting = True, self._waiting, []
-                self._batch.release()
-                try:
-                    self._commit(batch)
-                finally:
-                    self._batch.acquire()
-                    self._writing = False
-                    for written in batch:
-                        written.done = True
-                    self._batch.notify_all()
-        if request.error is not None:
-            raise request.error
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_batches, name=f"spool {self.folder.name}", daemon=True
+                )
+                self._writer.start()
+        return request.future
+
+    def _write_batches(self) -> None:
+        """The writer: commit what has gathered, again and again, until nothing has."""
+        while True:
+            with self._batch:
+                gathered, self._waiting = self._waiting, []
+                if not gathered:
+                    self._writer = None
+                    return
+            # A request whose caller gave up (its session ended) before the write began is
+            # dropped: it never got a 250. Once running, a future can no longer be cancelled.
+            batch = [r for r in gathered if r.future.set_running_or_notify_cancel()]
+            try:
+                self._commit(batch)
+            except BaseException as error:  # a bug: every caller of this batch hears of it
+                for request in batch:
+                    request.error = request.error or error  # type: ignore[assignment]
+            for request in batch:
+                if request.error is None:
+                    request.future.set_result(None)
+                else:
+                    request.future.set_exception(request.error)
 
     def _commit(self, batch: list[_Write]) -> None:
         """Write every request's files, fsync them, rename them, fsync the directory once."""
@@ -198,9 +218,11 @@ class Spool:
         request.error = error
         for qid, handle in files:
             handle.close()
-            (self._tmp / qid).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the folder may be what failed
+                (self._tmp / qid).unlink(missing_ok=True)
             if not request.replaces:
-                (self._queue / qid).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    (self._queue / qid).unlink(missing_ok=True)
 
     def message(self, qid: str) -> bytes:
         cached = self._cached.get(qid)
@@ -223,5 +245,5 @@ class _Write:
 
     files: list[tuple[QueueEntry, bytes]]
     replaces: bool  # an update: the entry's older file stays if this one fails
-    done: bool = False
     error: OSError | None = None
+    future: Future[None] = field(default_factory=Future)

@@ -876,7 +876,8 @@ def test_a_rendered_reply_line_parses_back(code, text):
         enhanced = parse_reply_line(with_enhanced_code(line))
         assert enhanced is not None and (enhanced.code, enhanced.last) == (code, last)
         status = split_enhanced(enhanced.text)[0]
-        assert (status is not None) == (code // 100 != 3)  # RFC 3463 §3.1: classes 2, 4, 5
+        if split_enhanced(text)[0] is None:  # (a text may already open with, say, "2.0.0")
+            assert (status is not None) == (code // 100 != 3)  # RFC 3463 §3.1: 2, 4, 5
 
 
 @given(st.lists(LINE, max_size=12))

@@ -399,3 +399,35 @@ def test_an_update_that_cannot_be_written_keeps_the_entry_as_it_was(tmp_path: Pa
     (tmp_path / "tmp" / "000001-1").rmdir()
     assert [e.attempts for e in spool.entries()] == [0]
     assert Spool(tmp_path).message("000001-1") == b"Subject: x\r\n\r\nx\r\n"  # read from disk
+
+
+def test_a_write_whose_caller_gave_up_before_it_began_is_not_stored(tmp_path: Path, monkeypatch):
+    """A session that ended while its message waited for the writer never got a 250."""
+    import threading
+
+    from smtplab import spool as spool_module
+    from smtplab.spool import QueueEntry, Spool
+
+    spool = Spool(tmp_path)
+    in_first, release = threading.Event(), threading.Event()
+    real_fsync_dir = spool_module.fsync_dir
+
+    def fsync_dir(path):
+        if not in_first.is_set():  # hold the first batch while the second one gathers
+            in_first.set()
+            assert release.wait(10)
+        real_fsync_dir(path)
+
+    monkeypatch.setattr(spool_module, "fsync_dir", fsync_dir)
+
+    def entry(n: int) -> QueueEntry:
+        return QueueEntry(f"{n:06X}-1", "a@x", "example.org", [QueuedRecipient("b@x")], "d", 0.0)
+
+    first = spool.put_later([entry(1)], b"one\r\n")
+    assert in_first.wait(10)
+    given_up = spool.put_later([entry(2)], b"two\r\n")
+    assert given_up.cancel()  # still waiting: it can be called off
+    release.set()
+    first.result(10)
+    spool.put([entry(3)], b"three\r\n")  # the writer goes on
+    assert [e.qid for e in spool.entries()] == ["000001-1", "000003-1"]
