@@ -50,7 +50,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 
-LOOPBACK = "127.0.0.1"
+from smtplab.world import LOOPBACK
+
 HOSTNAME = "relay.example.net"
 MAIL_OWNER = "postfix"
 SETGID_GROUP = "postdrop"

@@ -57,7 +57,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from measure import machine, peak_kib  # bench/ is not a package: found through sys.path
 
-LOOPBACK = "127.0.0.1"
+from smtplab.world import LOOPBACK
+
 SENDER, RECIPIENT = "alice@example.com", "bob@example.org"
 HOST = "mx1.example.org"
 HERE = Path(__file__).resolve().parent

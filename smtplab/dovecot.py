@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smtplab.tlsca import LOOPBACK
+from smtplab.world import LOOPBACK, server_listing
 
 IMAP_HOST = "imap.example.com"
 POP_HOST = "pop.example.com"
@@ -105,13 +105,7 @@ class Listener:
         return self.role.endswith("s")
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "role": self.role,
-            "host": self.host,
-            "address": LOOPBACK,
-            "port": self.port,
-            "domains": list(self.domains),
-        }
+        return server_listing(self.role, self.host, self.port, self.domains)
 
 
 def find_dovecot() -> str | None:

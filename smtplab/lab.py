@@ -51,12 +51,12 @@ from smtplab.mx import Route, resolve_route
 from smtplab.outbound import DeliveryQueue, Hop, RetryPolicy
 from smtplab.protocol import message_id_of
 from smtplab.retrieval import FetchResult, Protocol, TLSMode, fetch_mailbox
-from smtplab.server import LAB_EXTENSIONS, LOOPBACK, LabController
+from smtplab.server import LAB_EXTENSIONS, LabController
 from smtplab.spool import Spool
 from smtplab.tlsca import Eavesdropper, LabCA
 from smtplab.transcript import Transcript
 from smtplab.wire import WireLog
-from smtplab.world import ServerSpec, World, default_world
+from smtplab.world import LOOPBACK, ServerSpec, World, default_world, server_listing
 
 MAX_MESSAGE_SIZE = 10 * 1024 * 1024
 SESSION_TIMEOUT = 60.0
@@ -178,13 +178,7 @@ class LabServer:
         self.reconfigure(auth_require_tls=not allowed)
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "role": self.role,
-            "host": self.host,
-            "address": LOOPBACK,
-            "port": self.port,
-            "domains": list(self.spec.domains),
-        }
+        return server_listing(self.role, self.host, self.port, self.spec.domains)
 
 
 @dataclass(frozen=True)

@@ -59,9 +59,8 @@ from smtplab.clock import LabClock
 from smtplab.labdns import RecordStore
 from smtplab.protocol import message_id_of
 from smtplab.spamfilter import Score, SpamFilter
-from smtplab.world import World
+from smtplab.world import LOOPBACK, World
 
-LOOPBACK = "127.0.0.1"
 SELECTOR = "lab"
 MAX_VERDICTS = 1000
 

@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from smtplab.maildir import StoredMessage
-from smtplab.tlsca import LOOPBACK
 from smtplab.transcript import CLIENT_PREFIX, INFO_PREFIX, MASK, SERVER_PREFIX
 from smtplab.wire import ChunkKind, ReadTap, WireLog
+from smtplab.world import LOOPBACK
 
 Protocol = Literal["pop3", "imap"]
 TLSMode = Literal["starttls", "implicit", "none"]

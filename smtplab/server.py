@@ -62,6 +62,7 @@ from smtplab.faults import END_OF_DATA, FaultRule, Faults
 from smtplab.journal import WireJournal
 from smtplab.protocol import COMMAND_LINE_LIMIT, CRLF, parse_path, with_enhanced_code
 from smtplab.wire import WireLog
+from smtplab.world import LOOPBACK
 
 # aiosmtpd logs to "mail.log"; with no handler anywhere, Python's last-resort
 # handler would print its warnings from server threads into whatever notebook
@@ -70,7 +71,6 @@ from smtplab.wire import WireLog
 logging.getLogger("mail.log").addHandler(logging.NullHandler())
 
 IDENT = "ESMTP smtplab"
-LOOPBACK = "127.0.0.1"
 #: Extensions smtplab adds to aiosmtpd's own (SIZE, 8BITMIME, SMTPUTF8, STARTTLS, AUTH).
 LAB_EXTENSIONS = frozenset({"PIPELINING", "ENHANCEDSTATUSCODES", "DSN"})
 #: Failed AUTH attempts before the server hangs up (brute-force protection).

@@ -44,7 +44,8 @@ import trustme
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-LOOPBACK = "127.0.0.1"
+from smtplab.world import LOOPBACK
+
 CA_FILE_NAME = "lab-ca.pem"
 CA_ORGANIZATION = "smtplab"
 CA_UNIT = "lab CA"

@@ -9,9 +9,19 @@ appear in a transcript.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+
+#: Where every lab server listens: nothing in a lab faces a network (Binder blocks
+#: outbound port 25, and a lab must never send mail to the Internet).
+LOOPBACK = "127.0.0.1"
 
 Role = Literal["mx", "submission", "submissions", "relay"]
+
+
+def server_listing(role: str, host: str, port: int, domains: tuple[str, ...]) -> dict[str, Any]:
+    """One server as ``smtplab up --json`` lists it; scripts rely on these keys (add, never
+    rename)."""
+    return {"role": role, "host": host, "address": LOOPBACK, "port": port, "domains": list(domains)}
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from smtplab.server import LOOPBACK
+from smtplab.world import LOOPBACK
 
 #: The server each role is tested on, in the default world.
 ROLES = {

@@ -66,6 +66,20 @@ def swaks(port: int, to: str, *options: str) -> subprocess.CompletedProcess[str]
     )
 
 
+def curl(url: str, message: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """Send ``message`` from alice@example.com to bob@example.org with curl, over SMTP."""
+    return subprocess.run(
+        [
+            *("curl", "--silent", "--show-error", "--url", url, *options),
+            *("--mail-from", "alice@example.com", "--mail-rcpt", "bob@example.org"),
+            *("--upload-file", str(message)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def wait_for(predicate, timeout=10.0):
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -270,52 +284,16 @@ def test_curl_sends_to_the_mx_and_submits_with_starttls(cli_lab, tmp_path):
     message = tmp_path / "message.eml"
     message.write_text("From: alice@example.com\nTo: bob@example.org\nSubject: curl\n\nHi\n")
     mx1 = server(cli_lab, "mx", "mx1.example.org")
-    direct = subprocess.run(
-        [
-            "curl",
-            "--silent",
-            "--show-error",
-            "--url",
-            f"smtp://127.0.0.1:{mx1['port']}",
-            "--mail-from",
-            "alice@example.com",
-            "--mail-rcpt",
-            "bob@example.org",
-            "--upload-file",
-            str(message),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    direct = curl(f"smtp://127.0.0.1:{mx1['port']}", message)
     assert direct.returncode == 0, direct.stderr
     submission = server(cli_lab, "submission")
     name, port = submission["host"], submission["port"]
     message.write_text(message.read_text().replace("Subject: curl", "Subject: curl submission"))
-    submitted = subprocess.run(
-        [
-            "curl",
-            "--silent",
-            "--show-error",
-            "--url",
-            f"smtp://{name}:{port}",
-            "--resolve",
-            f"{name}:{port}:127.0.0.1",
-            "--ssl-reqd",
-            "--cacert",
-            cli_lab["ca_cert"],
-            "--user",
-            f"alice@example.com:{user(cli_lab, 'alice@example.com')['password']}",
-            "--mail-from",
-            "alice@example.com",
-            "--mail-rcpt",
-            "bob@example.org",
-            "--upload-file",
-            str(message),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
+    submitted = curl(
+        f"smtp://{name}:{port}",
+        message,
+        *("--resolve", f"{name}:{port}:127.0.0.1", "--ssl-reqd", "--cacert", cli_lab["ca_cert"]),
+        *("--user", f"alice@example.com:{user(cli_lab, 'alice@example.com')['password']}"),
     )
     assert submitted.returncode == 0, submitted.stderr
     wait_for_subject(cli_lab, "bob@example.org", "curl")

@@ -58,9 +58,9 @@ from smtplab.protocol import (
     split_enhanced,
     with_enhanced_code,
 )
-from smtplab.server import LOOPBACK
 from smtplab.transcript import Command, Data, Reply
 from smtplab.wire import parse_conversation
+from smtplab.world import LOOPBACK
 
 FAST = RetryPolicy(first_delay=0.05, factor=2.0, max_attempts=3, max_age=20.0)
 SUBMISSION_ROLES = ["submission", "submissions"]

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from smtplab import InvalidInput, Lab
-from smtplab.server import LOOPBACK
+from smtplab.world import LOOPBACK
 
 
 @pytest.mark.parametrize(

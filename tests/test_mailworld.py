@@ -12,9 +12,8 @@ import pytest
 from smtplab import Lab
 from smtplab.dsn import summarize
 from smtplab.outbound import RetryPolicy
-from smtplab.server import LOOPBACK
 from smtplab.spool import QueuedRecipient
-from smtplab.world import Domain, ServerSpec, User, World, default_world
+from smtplab.world import LOOPBACK, Domain, ServerSpec, User, World, default_world
 
 FAST = RetryPolicy(first_delay=0.05, factor=2.0, max_attempts=3, max_age=20.0)
 

@@ -21,7 +21,7 @@ from smtplab import Lab
 from smtplab import dovecot as dovecot_module
 from smtplab.dovecot import MailstoreUnavailable, find_dovecot
 from smtplab.retrieval import fetch_mailbox, parse_retrieval
-from smtplab.tlsca import LOOPBACK
+from smtplab.world import LOOPBACK
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_dovecot = pytest.mark.skipif(

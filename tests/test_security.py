@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from smtplab import Lab
-from smtplab.server import LOOPBACK
 from smtplab.transcript import TLSStarted
+from smtplab.world import LOOPBACK
 
 
 @pytest.fixture
