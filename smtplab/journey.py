@@ -36,10 +36,13 @@ StepKind = Literal[
     "refused",  # the first server refused the recipient (final)
     "bounced",  # given up; a DSN goes to the sender (final)
     "dsn",  # a delivery status notification was queued
+    "held",  # the queue is held: the message waits, no attempt, no expiry (until released)
+    "released",  # the hold ended: the message is due again
+    "postmaster",  # an undeliverable notice was kept in the postmaster's mailbox (final)
     "note",
 ]
 DEFAULT_KEEP = 2000
-FINAL: frozenset[str] = frozenset({"delivered", "relayed", "refused", "bounced"})
+FINAL: frozenset[str] = frozenset({"delivered", "relayed", "refused", "bounced", "postmaster"})
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class Step:
     ``host`` is the server that did it; ``recipients`` are the envelope
     recipients it concerns; ``wire`` is the connection's recording for hops
     (submitted/attempt), read live, so a hop shows while it is still going on.
+    Queue steps also name the queue entry (``qid``) and, for a retry, when it
+    is due (``retry_at``, epoch seconds), for ``smtplab up`` to print.
     """
 
     kind: StepKind
@@ -56,6 +61,8 @@ class Step:
     text: str
     recipients: tuple[str, ...] = ()
     wire: WireLog | None = field(default=None, repr=False, compare=False)
+    qid: str | None = field(default=None, repr=False, compare=False)
+    retry_at: float | None = field(default=None, repr=False, compare=False)
 
     @property
     def transcript(self) -> Transcript | None:
@@ -173,6 +180,14 @@ class JourneyBook:
         self._journeys: OrderedDict[str, Journey] = OrderedDict()
         self._keep = keep
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[str | None, Step], None]] = []
+
+    def listen(self, callback: Callable[[str | None, Step], None]) -> None:
+        """Call ``callback(message_id, step)`` for every step the servers and queues report
+        (from their threads), also for a message without a Message-ID: ``smtplab up`` prints
+        them as queue events."""
+        with self._lock:
+            self._listeners.append(callback)
 
     def _remember(self, message_id: str, journey: Journey) -> Journey:
         self._journeys[message_id] = journey
@@ -190,10 +205,12 @@ class JourneyBook:
 
     def add(self, message_id: str | None, step: Step) -> None:
         """Record ``step`` on the message's journey, opening one if it has none yet."""
-        if message_id is None:
-            return
         with self._lock:
-            journey = self._journeys.get(message_id)
-            if journey is None:
+            listeners = list(self._listeners)
+            journey = None if message_id is None else self._journeys.get(message_id)
+            if journey is None and message_id is not None:
                 journey = self._remember(message_id, Journey(message_id, step.recipients))
-        journey.add(step)
+        if journey is not None:
+            journey.add(step)
+        for listener in listeners:
+            listener(message_id, step)

@@ -239,6 +239,7 @@ class Lab:
     :meth:`fetch`; ``"auto"`` starts them only where Dovecot is installed.
     ``authenticity=True`` switches on SPF, DKIM, DMARC and a spam filter
     (chapter 09): see ``lab.auth``, a :class:`~smtplab.labauth.LabAuthenticity`.
+    ``hold=True`` starts the queues held (see :meth:`hold`).
     """
 
     def __init__(
@@ -251,6 +252,7 @@ class Lab:
         retry: RetryPolicy = DEFAULT_RETRY,
         retrieval: bool | str = False,
         authenticity: bool = False,
+        hold: bool = False,
     ):
         with _running_lock:
             previous = _running.pop(name, None)
@@ -289,6 +291,8 @@ class Lab:
             for spec in self.world.servers:
                 self.servers[spec.host] = self._start(spec, retry)
             for queue in self.queues.values():
+                if hold:
+                    queue.hold()
                 queue.start()
             if retrieval:  # POP3/IMAP (chapter 11): a private Dovecot, see smtplab.dovecot
                 try:
@@ -335,6 +339,7 @@ class Lab:
             journeys=self.journeys,
             journal=self.journal,
             clock=self.clock,
+            postmaster=self._maildir_on_disk,
             policy=retry,
             open_client=lambda client: opportunistic_tls(client, self.client_tls),
             outgoing=self.auth.outgoing(spec.host) if self.auth else None,
@@ -361,6 +366,11 @@ class Lab:
             authenticator=self._authenticate,
             **common,
         )
+
+    def _maildir_on_disk(self, address: str) -> Maildir:
+        """A lab user's Maildir, or one on disk for an address that is no user (a queue's
+        postmaster in a world without one): nothing handed to it is lost."""
+        return self.maildirs.get(address) or Maildir(self.root / "mail" / address)
 
     def _authenticate(
         self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any
@@ -558,8 +568,20 @@ class Lab:
             journal=self.journal,
         )
 
+    def hold(self) -> None:
+        """Hold every queue: mail waits where it is, with no attempt, no expiry and no
+        bounce, however long, until :meth:`release` (``smtplab up --hold``)."""
+        for queue in self.queues.values():
+            queue.hold()
+
+    def release(self) -> None:
+        """End the hold: held mail is due at once, its held time not counted as age."""
+        for queue in self.queues.values():
+            queue.release()
+
     def settle(self, timeout: float = 30.0) -> None:
-        """Wait until every queue is empty: retries done, bounces delivered.
+        """Wait until every queue is empty (or, held, holds nothing but held mail): retries
+        done, bounces delivered.
 
         Raises TimeoutError naming what is still queued after ``timeout`` seconds.
         """

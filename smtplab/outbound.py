@@ -19,6 +19,19 @@ a transcript. Per recipient:
 * 4xx, or no host reachable: retried after ``first_delay * factor**(n-1)``
   seconds, until ``max_attempts`` or ``max_age``, then bounced (§4.5.4.1).
 
+A notice from the null reverse-path (a DSN) is retried like any message; when
+it fails for good it cannot be bounced (§6.1: never a notice about a notice),
+so the queue keeps it in the mailbox of this mail system's postmaster, as
+§4.5.5 describes and §6.1 allows ("transmit information about null address
+events locally"): a message that got 250 is delivered, bounced or handed to
+the postmaster, never dropped.
+
+:meth:`DeliveryQueue.hold` stops the worker from taking entries: held mail
+waits with no attempt, no expiry and no bounce however long the hold lasts
+(time held does not count towards ``max_age``), and each held entry says so in
+the spool, so ``smtplab queue`` and a restarted queue see it. A queue started
+held keeps what the spool holds held; one started without a hold releases it.
+
 Every step is reported to the message's :class:`~smtplab.journey.Journey`.
 One worker keeps the order of steps the same on every run, which the notebooks
 need. When more mail for the same domain is already due, the worker keeps the
@@ -45,11 +58,14 @@ from smtplab.clock import LabClock
 from smtplab.dsn import MailDSN, RecipientStatus, Report, build_dsn, must_not_notify, wants
 from smtplab.journal import WireJournal
 from smtplab.journey import JourneyBook, Step
+from smtplab.maildir import Maildir
 from smtplab.mx import PermanentRouteError, Route, RouteError
 from smtplab.protocol import message_id_of, split_enhanced
 from smtplab.spool import QueuedRecipient, QueueEntry, Spool
+from smtplab.wire import WireLog
 
 NO_DSN = MailDSN()
+HELD = "held: waits, with no attempt and no expiry, until released"
 Resolve = Callable[[str], Route]
 Locate = Callable[[str], int | None]
 
@@ -91,12 +107,17 @@ class DeliveryQueue:
         journeys: JourneyBook,
         journal: WireJournal,
         clock: LabClock,
+        postmaster: Callable[[str], Maildir],
         policy: RetryPolicy = DEFAULT_POLICY,
         open_client: Callable[[RecordingClient], None] = lambda client: None,
         outgoing: Callable[[bytes], bytes] | None = None,
         source_address: str | None = None,
     ):
         self.host = host
+        #: The mail domain this queue reports for (MAILER-DAEMON@, postmaster@).
+        self.domain = host.partition(".")[2] or host
+        #: The mailbox of an address: where undeliverable notices end (module docstring).
+        self.postmaster = postmaster
         self.spool = spool
         self.hop = hop
         self.journeys = journeys
@@ -114,6 +135,8 @@ class DeliveryQueue:
         self._wake = threading.Condition()
         self._busy = False
         self._stopping = False
+        self._held = False
+        self._holding = threading.Lock()  # one hold() or release() at a time
         self._open: tuple[str, str, RecordingClient] | None = None  # (domain, host, session)
         self._worker: threading.Thread | None = None
 
@@ -172,6 +195,7 @@ class DeliveryQueue:
                 message_id=message_id,
                 ret=dsn.ret,
                 envid=dsn.envid,
+                held_since=now if self._held else None,
             )
             for n, (domain, rcpts) in enumerate(by_domain.items(), start=1)
         ]
@@ -179,11 +203,9 @@ class DeliveryQueue:
     def _queued(self, entries: list[QueueEntry]) -> None:
         """The entries are durable: tell their journeys, and wake the worker."""
         for entry in entries:
-            addresses = tuple(r.address for r in entry.recipients)
-            self.journeys.add(
-                entry.message_id,
-                Step("queued", self.host, f"queued as {entry.qid} for {entry.domain}", addresses),
-            )
+            self._step(entry, "queued", f"queued as {entry.qid} for {entry.domain}")
+            if entry.held_since is not None:
+                self._step(entry, "held", HELD)
         self._schedule(entries)
 
     def new_qid(self) -> str:
@@ -192,9 +214,14 @@ class DeliveryQueue:
 
     # -- running -------------------------------------------------------------------
     def start(self) -> None:
-        """Start the worker; deliver whatever a previous run left in the spool."""
+        """Start the worker; deliver whatever a previous run left in the spool (or, if the
+        queue is held, keep holding it)."""
         self._stopping = False
         self._schedule(self.spool.entries())
+        if self._held:
+            self._hold_waiting()
+        else:
+            self._release_waiting()
         self._worker = threading.Thread(target=self._run, name=f"queue {self.host}", daemon=True)
         self._worker.start()
 
@@ -206,6 +233,66 @@ class DeliveryQueue:
         if self._worker is not None:
             self._worker.join()
             self._worker = None
+
+    # -- holding -----------------------------------------------------------------------
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def hold(self) -> None:
+        """Keep all mail where it is until :meth:`release`: no attempts, no expiry, no bounce.
+
+        An attempt already under way finishes; what it could not deliver is held too.
+        """
+        with self._holding:
+            with self._wake:
+                self._held = True
+            self._hold_waiting()
+
+    def release(self) -> None:
+        """End the hold: every held entry is due now, its held time not counted as age."""
+        with self._holding:
+            self._release_waiting()
+            with self._wake:
+                self._held = False
+                self._wake.notify_all()
+
+    def _hold_waiting(self) -> None:
+        """Mark every waiting entry held, in the spool too (the worker takes none meanwhile)."""
+        now = time.time()
+        with self._wake:
+            fresh = [e for e in self._entries.values() if e.held_since is None]
+            for entry in fresh:
+                entry.held_since = now
+        for entry in fresh:
+            self.spool.update(entry)
+        with self._wake:
+            waiting = list(self._entries.values())
+        for entry in waiting:
+            self._step(entry, "held", HELD)
+
+    def _release_waiting(self) -> None:
+        """Make held entries due now and count their held time (still held: nothing runs)."""
+        now = time.time()
+        with self._wake:
+            held = [e for e in self._entries.values() if e.held_since is not None]
+        released = [
+            replace(
+                e,
+                held_since=None,
+                held_seconds=e.held_seconds + max(now - (e.held_since or now), 0.0),
+                next_attempt=now,
+            )
+            for e in held
+        ]
+        for entry in released:
+            self.spool.update(entry)
+        with self._wake:
+            self._entries.update((e.qid, e) for e in released)
+            self._due = [(e.next_attempt, qid) for qid, e in self._entries.items()]
+            heapq.heapify(self._due)
+        for entry in released:
+            self._step(entry, "released", "released from the hold: due now")
 
     def pending(self) -> list[QueueEntry]:
         """What is waiting, soonest first: for ``smtplab queue`` and the chapters."""
@@ -220,22 +307,32 @@ class DeliveryQueue:
             self._wake.notify_all()
 
     def _schedule(self, entries: list[QueueEntry]) -> None:
+        late = []  # accepted just as a hold began: held, and written so
         with self._wake:
             for entry in entries:
                 if entry.qid in self._entries:  # a restart finds what is still queued
                     continue
+                if self._held and entry.held_since is None:
+                    entry.held_since = time.time()
+                    late.append(entry)
                 self._entries[entry.qid] = entry
                 self._waiting[entry.domain] += 1
                 heapq.heappush(self._due, (entry.next_attempt, entry.qid))
             self._wake.notify_all()
+        for entry in late:
+            self.spool.update(entry)
+
+    def _idle(self) -> bool:
+        """Nothing to do now: held, or nothing due (call with the lock held)."""
+        return self._held or not self._due or self._due[0][0] > time.time()
 
     def _run(self) -> None:
         while True:
             with self._wake:
-                if not self._due or self._due[0][0] > time.time():
+                if self._idle():
                     self._close_open()  # idle: no session kept waiting
-                while not self._stopping and (not self._due or self._due[0][0] > time.time()):
-                    timeout = self._due[0][0] - time.time() if self._due else None
+                while not self._stopping and self._idle():
+                    timeout = None if self._held or not self._due else self._due[0][0] - time.time()
                     self._wake.wait(timeout)
                 if self._stopping:
                     self._close_open()
@@ -252,9 +349,10 @@ class DeliveryQueue:
                     self._wake.notify_all()
 
     def wait_empty(self, deadline: float) -> bool:
-        """Block until nothing is queued or in progress, or ``deadline`` (monotonic) passes."""
+        """Block until nothing is queued (while held: nothing but held mail) or in progress,
+        or ``deadline`` (monotonic) passes."""
         with self._wake:
-            while self._entries or self._busy:
+            while (self._entries and not self._held) or self._busy:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -264,18 +362,21 @@ class DeliveryQueue:
     # -- one delivery attempt --------------------------------------------------------
     def _attempt(self, entry: QueueEntry) -> None:
         entry.attempts += 1  # the worker owns an entry once it is off the heap
+        if entry.held_since is not None:  # queued as a release began: count it released
+            entry.held_seconds += max(time.time() - entry.held_since, 0.0)
+            entry.held_since = None
         addresses = tuple(r.address for r in entry.recipients)
         try:
             route = self.hop.resolve(entry.domain)
         except RouteError as error:
             for line in error.explanation:
-                self._step(entry, "route", line, addresses)
+                self._step(entry, "route", line)
             outcomes = [
                 Outcome(a, error.code, f"{error.status} {error.text}", "DNS") for a in addresses
             ]
             self._settle(entry, outcomes, None, permanent=isinstance(error, PermanentRouteError))
             return
-        self._step(entry, "route", str(route).splitlines()[-1], addresses)
+        self._step(entry, "route", str(route).splitlines()[-1])
         outcomes, server = [], None
         message = self.spool.message(entry.qid)
         if self.outgoing is not None:
@@ -283,9 +384,7 @@ class DeliveryQueue:
         for candidate in route.candidates:
             port = self.hop.locate(candidate.host)
             if port is None:
-                self._step(
-                    entry, "attempt", f"{candidate.host}: nothing listening (host down)", addresses
-                )
+                self._step(entry, "attempt", f"{candidate.host}: nothing listening (host down)")
                 continue
             outcomes = self._transfer(entry, candidate.host, port, message)
             if any(o.code is not None and o.code != 421 for o in outcomes):
@@ -333,10 +432,7 @@ class DeliveryQueue:
             client = self._session(entry, host, port)
         except (OSError, smtplib.SMTPException) as error:
             why = getattr(error, "strerror", None) or type(error).__name__  # the same on any OS
-            self.journeys.add(
-                entry.message_id,
-                Step("attempt", self.host, f"→ {host}: --- connection", tuple(addresses)),
-            )
+            self._step(entry, "attempt", f"→ {host}: --- connection")
             return [Outcome(a, None, f"connection failed: {why}", "connection") for a in addresses]
         busy = self._more_for(entry.domain)  # under load: pipeline, keep the session
         outcomes = transact(client, entry.sender, addresses, message, finish=False, pipelining=busy)
@@ -345,10 +441,7 @@ class DeliveryQueue:
         else:
             quit_quietly(client)
         summary = "; ".join(sorted({f"{o.code or '---'} {o.stage}" for o in outcomes}))
-        self.journeys.add(
-            entry.message_id,
-            Step("attempt", self.host, f"→ {host}: {summary}", tuple(addresses), client.wire),
-        )
+        self._step(entry, "attempt", f"→ {host}: {summary}", wire=client.wire)
         return outcomes
 
     def _settle(
@@ -370,30 +463,37 @@ class DeliveryQueue:
             final = server is not None and self.hop.is_mailbox_host(server)
             kind = "delivered" if final else "relayed"
             self._notify(entry, kind, delivered, server)
-            self._step(entry, kind, f"{server} accepted it", tuple(r.address for r, _ in delivered))
-        expired = (
-            entry.attempts >= self.policy.max_attempts
-            or time.time() - entry.created > self.policy.max_age
+            self._step(entry, kind, f"{server} accepted it", _addresses(delivered))
+        now = time.time()
+        expired = not self._held and (  # held mail never expires (see hold)
+            entry.attempts >= self.policy.max_attempts or entry.age(now) > self.policy.max_age
         )
         if retry and expired:
             failed += retry
             retry = []
-        if failed:
+        if failed and must_not_notify(entry.sender):
+            if not self._to_postmaster(entry, failed):
+                retry += failed  # not stored: it stays queued and is tried again later
+        elif failed:
             self._notify(entry, "failed", failed, server)
-            reasons = "; ".join(sorted({f"{o.code or '---'} {o.text}" for _, o in failed}))
-            self._step(entry, "bounced", reasons, tuple(r.address for r, _ in failed))
+            self._step(entry, "bounced", _reasons(failed), _addresses(failed))
         if not retry:
             self.spool.remove(entry.qid)
             return
         delay = self.policy.delay(entry.attempts)
-        entry = replace(entry, recipients=[r for r, _ in retry], next_attempt=time.time() + delay)
-        reason = "; ".join(sorted({f"{o.code or '---'} {o.text}" for _, o in retry}))
-        self._step(
+        entry = replace(
             entry,
-            "retry",
-            f"attempt {entry.attempts} failed ({reason}); retry in {delay:g} s",
-            tuple(r.address for r, _ in retry),
+            recipients=[r for r, _ in retry],
+            next_attempt=now + delay,
+            held_since=now if self._held else None,
         )
+        reason = _reasons(retry)
+        if self._held:
+            text = f"attempt {entry.attempts} failed ({reason}); held until released"
+            self._step(entry, "held", text, _addresses(retry))
+        else:
+            text = f"attempt {entry.attempts} failed ({reason}); retry in {delay:g} s"
+            self._step(entry, "retry", text, _addresses(retry), retry_at=entry.next_attempt)
         if not entry.delay_notified and any(
             wants(frozenset(r.notify), "delayed") for r, _ in retry
         ):
@@ -402,8 +502,39 @@ class DeliveryQueue:
         self.spool.update(entry)
         self._schedule([entry])
 
-    def _step(self, entry: QueueEntry, kind: str, text: str, recipients: tuple[str, ...]) -> None:
-        self.journeys.add(entry.message_id, Step(kind, self.host, text, recipients))  # type: ignore[arg-type]
+    def _step(
+        self,
+        entry: QueueEntry,
+        kind: str,
+        text: str,
+        recipients: tuple[str, ...] | None = None,
+        *,
+        wire: WireLog | None = None,
+        retry_at: float | None = None,
+    ) -> None:
+        """Report a step of ``entry`` (about all its recipients unless others are named)."""
+        if recipients is None:
+            recipients = tuple(r.address for r in entry.recipients)
+        step = Step(kind, self.host, text, recipients, wire, entry.qid, retry_at)  # type: ignore[arg-type]
+        self.journeys.add(entry.message_id, step)
+
+    def _to_postmaster(
+        self, entry: QueueEntry, failed: list[tuple[QueuedRecipient, Outcome]]
+    ) -> bool:
+        """Keep an undeliverable notice in the postmaster's mailbox, as it is (the reverse-path
+        stays null, §4.5.5); False if it could not be stored (it then stays queued)."""
+        address = f"postmaster@{self.domain}"
+        trace = (
+            f"Return-Path: <>\r\nReceived: by {self.host} (smtplab) id {entry.qid}\r\n"
+            f"\tfor <{address}>; {self.clock.rfc5322()}\r\n"
+        )
+        try:
+            self.postmaster(address).deliver(trace.encode() + self.spool.message(entry.qid))
+        except OSError:
+            return False
+        text = f"undeliverable notice ({_reasons(failed)}) kept for <{address}>"
+        self._step(entry, "postmaster", text, _addresses(failed))
+        return True
 
     # -- delivery status notifications ------------------------------------------------
     def _notify(
@@ -431,7 +562,7 @@ class DeliveryQueue:
         )
         report = Report(
             reporting_mta=self.host,
-            mailer_daemon=f"MAILER-DAEMON@{self.host.partition('.')[2] or self.host}",
+            mailer_daemon=f"MAILER-DAEMON@{self.domain}",
             original_sender=entry.sender,
             arrival_date=entry.arrival,
             recipients=statuses,
@@ -448,6 +579,15 @@ class DeliveryQueue:
             f"{action} notice {dsn_id} sent to <{entry.sender}>",
             tuple(s.address for s in statuses),
         )
+
+
+def _addresses(results: list[tuple[QueuedRecipient, Outcome]]) -> tuple[str, ...]:
+    return tuple(r.address for r, _ in results)
+
+
+def _reasons(results: list[tuple[QueuedRecipient, Outcome]]) -> str:
+    """The replies behind ``results``, each once, in a stable order."""
+    return "; ".join(sorted({f"{o.code or '---'} {o.text}" for _, o in results}))
 
 
 def _default_status(action: str, outcome: Outcome) -> str:

@@ -27,8 +27,9 @@ back would open the file again, behind other writers' fsyncs. After a restart,
 or past the limit, messages are read from disk.
 
 Each file holds one JSON line (the envelope: sender, the recipients still to
-deliver, attempt count, next attempt, DSN options) and then the message bytes
-with CRLF line endings, exactly as they will be sent on.
+deliver, attempt count, next attempt, DSN options, and whether and since when
+the entry is held) and then the message bytes with CRLF line endings, exactly
+as they will be sent on.
 """
 
 from __future__ import annotations
@@ -73,6 +74,15 @@ class QueueEntry:
     attempts: int = 0
     next_attempt: float = 0.0
     delay_notified: bool = False
+    #: Held (``DeliveryQueue.hold``): since when (epoch seconds), and the seconds it was
+    #: held before, which do not count towards the queue's maximum age.
+    held_since: float | None = None
+    held_seconds: float = 0.0
+
+    def age(self, now: float) -> float:
+        """Seconds in the queue, not counting the time it was held."""
+        held = self.held_seconds + (now - self.held_since if self.held_since is not None else 0)
+        return now - self.created - held
 
     @classmethod
     def from_json(cls, line: bytes) -> QueueEntry:

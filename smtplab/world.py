@@ -73,13 +73,18 @@ def default_world() -> World:
     """example.com sends (through its submission server), example.org receives.
 
     example.org has a primary and a backup MX; both store into the same
-    mailboxes, as a provider's MX hosts share one mail store.
+    mailboxes, as a provider's MX hosts share one mail store. Each domain has a
+    postmaster, as RFC 5321 §4.5.1 requires; notices that cannot be delivered
+    end in its mailbox.
     """
     return World(
         domains=(
             Domain(
                 "example.com",
-                users=(User("alice@example.com", "alice-lab-pw"),),
+                users=(
+                    User("alice@example.com", "alice-lab-pw"),
+                    User("postmaster@example.com", "postmaster-lab-pw"),
+                ),
                 mx=((10, "mx.example.com"),),
             ),
             Domain(
@@ -87,6 +92,7 @@ def default_world() -> World:
                 users=(
                     User("bob@example.org", "bob-lab-pw"),
                     User("carol@example.org", "carol-lab-pw"),
+                    User("postmaster@example.org", "postmaster-lab-pw"),
                 ),
                 mx=((10, "mx1.example.org"), (20, "mx2.example.org")),
             ),

@@ -28,6 +28,13 @@ def kinds(result) -> list[str]:
     return [step.kind for step in result.journey.steps]
 
 
+def wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
 def test_submission_uses_starttls_then_auth_and_relays_to_the_mx(lab):
     result = lab.send("alice@example.com", "bob@example.org", "Hi", "Hello")
     assert result.server == "smtp.example.com" and result.ok
@@ -132,14 +139,87 @@ def test_unknown_user_bounces_with_an_rfc3464_report_from_the_null_sender(lab):
 
 
 def test_no_report_is_ever_sent_about_a_report(lab):
+    """An undeliverable notice gets no notice of its own: the postmaster keeps it as it is."""
     queue = lab.queues["smtp.example.com"]
     message = b"From: <>\r\nMessage-ID: <bounce@x>\r\n\r\nx\r\n"
     queue.accept("", [QueuedRecipient("nobody@example.org")], message)
     lab.settle(10)
     journey = lab.journeys.get("<bounce@x>")
-    assert [s.kind for s in journey.steps][-1] == "bounced"
+    assert [s.kind for s in journey.steps][-1] == "postmaster"
     assert "dsn" not in [s.kind for s in journey.steps]
-    assert all(len(lab.mailbox(u.address)) == 0 for u in lab.world.users)
+    (kept,) = lab.mailbox("postmaster@example.com")
+    assert kept.raw.startswith(b"Return-Path: <>\n")
+    assert kept.raw.endswith(b"Message-ID: <bounce@x>\n\nx\n")  # the notice itself, unchanged
+    others = [u.address for u in lab.world.users if u.address != "postmaster@example.com"]
+    assert all(len(lab.mailbox(address)) == 0 for address in others)
+
+
+def test_a_bounce_refused_by_its_recipient_ends_in_the_postmasters_mailbox(lab):
+    lab.server("mx.example.com").fail("RCPT", "550 5.1.1 Mailbox disabled", times=None)
+    result = lab.send("alice@example.com", "nobody@example.org", "lost?", "x")
+    lab.settle(10)
+    assert result.journey.outcome("nobody@example.org") == "bounced"
+    (kept,) = lab.mailbox("postmaster@example.com")
+    assert kept.subject == "Undelivered Mail Returned to Sender"
+    assert kept.message["To"] == "alice@example.com" and kept.raw.startswith(b"Return-Path: <>")
+    (report,) = summarize(kept.raw)
+    assert report["Final-Recipient"] == "rfc822; nobody@example.org"
+    notice = lab.journeys.get(kept.message["Message-ID"])
+    assert notice.outcome("alice@example.com") == "postmaster"
+    assert "550 5.1.1 Mailbox disabled" in notice.steps[-1].text
+    assert len(lab.mailbox("alice@example.com")) == 0
+
+
+def test_a_bounce_that_expires_ends_in_the_postmasters_mailbox(lab):
+    lab.server("mx.example.com").down()
+    lab.send("alice@example.com", "nobody@example.org", "lost?", "x")
+    lab.settle(20)
+    (kept,) = lab.mailbox("postmaster@example.com")
+    notice = lab.journeys.get(kept.message["Message-ID"])
+    kinds_of_notice = [s.kind for s in notice.steps]
+    assert kinds_of_notice.count("retry") == FAST.max_attempts - 1  # retried like any message
+    assert kinds_of_notice[-1] == "postmaster"
+    assert not any(queue.pending() for queue in lab.queues.values())
+
+
+def test_a_held_queue_keeps_mail_past_its_maximum_age_with_no_attempt():
+    short = RetryPolicy(first_delay=0.05, max_attempts=2, max_age=0.3)
+    with Lab(name="held", retry=short, hold=True) as lab:
+        lab.server("mx1.example.org").fail("RCPT", "451 4.7.1 Greylisted", times=1)
+        lab.server("mx2.example.org").down()
+        result = lab.send("alice@example.com", "bob@example.org", "waiting", "x")
+        assert result.ok
+        queue = lab.queues["smtp.example.com"]
+        (entry,) = queue.pending()
+        wait_until(lambda: time.time() - entry.created > 2 * short.max_age)
+        lab.settle(5)  # at rest: the queue holds only held mail
+        (still,) = queue.pending()
+        assert (still.qid, still.attempts, still.held_since is not None) == (entry.qid, 0, True)
+        assert [s.kind for s in result.journey.steps] == ["submitted", "queued", "held"]
+        assert len(lab.mailbox("alice@example.com")) == len(lab.mailbox("bob@example.org")) == 0
+        lab.release()
+        # The held time is no age: the greylisting is retried, not bounced as expired.
+        result.journey.wait(10)
+        assert kinds(result)[2:] == [
+            *("held", "released"),
+            *("route", "attempt", "retry"),
+            *("route", "attempt", "delivered"),
+        ]
+        assert [m.subject for m in lab.mailbox("bob@example.org")] == ["waiting"]
+
+
+def test_hold_and_release_while_the_lab_runs(lab):
+    lab.hold()
+    held = lab.send("alice@example.com", "bob@example.org", "one", "x")
+    (entry,) = lab.queues["smtp.example.com"].pending()
+    on_disk = lab.queues["smtp.example.com"].spool.entries()
+    assert [e.held_since is not None for e in on_disk] == [True]
+    lab.release()
+    lab.settle(10)
+    assert [s.kind for s in held.journey.steps][:4] == ["submitted", "queued", "held", "released"]
+    assert held.journey.outcome("bob@example.org") == "delivered"
+    assert lab.queues["smtp.example.com"].spool.entries() == []
+    assert entry.qid.startswith("000001")
 
 
 def test_notify_success_and_never(lab):

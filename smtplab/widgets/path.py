@@ -59,6 +59,9 @@ TAGS: dict[str, tuple[str, str, str]] = {  # step kind -> (label, stroke, fill)
     "note": ("note", "#616161", "#fafafa"),
     "refused": ("✗ refused", "#c62828", "#ffebee"),
     "relayed": ("→ relayed", "#2e7d32", "#e8f5e9"),
+    "held": ("⏸ held", "#455a64", "#eceff1"),
+    "released": ("▶ released", "#455a64", "#eceff1"),
+    "postmaster": ("postmaster", "#ad1457", "#fce4ec"),
 }
 
 
