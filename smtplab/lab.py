@@ -309,8 +309,11 @@ class Lab:
 
     # -- building ------------------------------------------------------------
     def _zones(self) -> RecordStore:
-        """The lab's DNS: a zone per domain, its MX records, an A record per host."""
+        """The lab's DNS: a zone per domain, its MX records, an A record per host, and the
+        zone ``invalid``, where no name exists (RFC 6761 §6.4): a domain that does not exist
+        gets NXDOMAIN, as on the Internet, while names outside every zone are REFUSED."""
         store = RecordStore()
+        store.add_zone("invalid")
         for domain in self.world.domains:
             store.add_zone(domain.name)
             for preference, host in domain.mx:

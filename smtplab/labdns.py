@@ -8,12 +8,17 @@ so every access takes one lock, and every edit bumps the zone's SOA serial.
 
 `answer(store, wire)` is the whole protocol: DNS query bytes in, response bytes (or
 None, "say nothing") out. It is pure apart from reading the store, so it can be fuzzed.
-Responses are authoritative (AA): the answer; NODATA or NXDOMAIN with the zone's SOA
-in the authority section (RFC 2308); NXDOMAIN, without an SOA, outside every lab
-zone, because to the lab's readers the lab DNS is the whole DNS: a mistyped
-domain must not exist rather than look like a broken server; FORMERR for
-garbage whose header we can read. Faults set on a name turn it into SERVFAIL or
-silence, to show how a mail server copes with a broken DNS.
+Inside a lab zone responses are authoritative (AA): the answer, or NODATA or
+NXDOMAIN with the zone's SOA in the authority section (RFC 2308). For a name
+outside every lab zone the server is no authority, and, being authoritative
+only (no recursion), it answers REFUSED without AA, as any such server does
+(RFC 1035 §4.1.1: it "refuses to perform the specified operation for policy
+reasons"); a resolver then tries its next server, and with none left reports a
+temporary failure. A lab that wants a name to not exist serves a zone for it:
+every lab serves ``invalid``, the name RFC 6761 §6.4 reserves for names that
+never exist. FORMERR for garbage whose header we can read. Faults set on a name
+turn it into SERVFAIL or silence, to show how a mail server copes with a broken
+DNS.
 
 `LabDNSServer` puts `answer` on UDP and TCP (2-byte length prefix, RFC 1035 §4.2.2)
 on the same 127.0.0.1 port, in its own asyncio loop in a daemon thread, because a
@@ -196,7 +201,7 @@ class RecordStore:
                 return (_SILENT if fault == "timeout" else dns.rcode.SERVFAIL), [], []
             apex = self._zone_of(qname)
             if apex is None:
-                return dns.rcode.NXDOMAIN, [], []  # the lab is the whole DNS: no such name
+                return dns.rcode.REFUSED, [], []  # not ours to answer (see the docstring)
             found = [
                 dns.rrset.from_rdata_list(owner, ttl, rds)
                 for (owner, kind), (ttl, rds) in sorted(self._rrsets.items())

@@ -11,6 +11,9 @@ with preference 0. A single MX "0 ." is a null MX (RFC 7505): the domain takes n
 per step, so a reader can see which record sent the mail where. When no route
 exists it raises a `RouteError` that carries the SMTP reply the sender would report:
 permanent (5xx: null MX, no such domain) or temporary (4xx: DNS failed, try later).
+A REFUSED answer is temporary too: a resolver that every server refuses cannot
+tell whether the domain exists (dnspython raises NoNameservers, as glibc's
+resolver reports "try again"), and RFC 5321 §5.1 queues on a temporary error.
 
 All DNS I/O is in `_ask`, one question at a time through the resolver it is given
 (the lab's, from `labdns.make_resolver`); `order_mx` is the pure ordering rule.
@@ -28,7 +31,7 @@ import dns.name
 import dns.resolver
 
 Method = Literal["mx", "implicit-mx", "null-mx"]
-_TEMPORARY = ("timeout", "SERVFAIL", "DNS error")
+_TEMPORARY = ("timeout", "SERVFAIL", "REFUSED", "DNS error")
 
 
 @dataclass(frozen=True)
@@ -115,8 +118,9 @@ def _ask(resolver: dns.resolver.Resolver, name: str, rdtype: str) -> tuple[str, 
         return "NODATA", []
     except dns.exception.Timeout:
         return "timeout", []
-    except dns.resolver.NoNameservers:  # every server said SERVFAIL (or REFUSED)
-        return "SERVFAIL", []
+    except dns.resolver.NoNameservers as error:  # every server failed or refused: try later
+        answers = {str(e[3]) for e in error.kwargs.get("errors", [])}
+        return (answers.pop() if len(answers) == 1 else "SERVFAIL"), []
     except dns.exception.DNSException:
         return "DNS error", []
 

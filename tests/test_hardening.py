@@ -772,9 +772,9 @@ def test_a_next_hop_slow_to_answer_the_final_dot_is_waited_for(lab):
 # -- DNS ------------------------------------------------------------------------------------------
 def test_nxdomain_bounces_with_5_1_2(lab):
     """RFC 5321 §5.1 (no such domain) and RFC 3463 5.1.2: a failure DSN, no retry."""
-    result = lab.send(SENDER, "someone@nowhere.example", "lost", "x")
+    result = lab.send(SENDER, "someone@nowhere.invalid", "lost", "x")
     lab.settle(10)
-    assert result.journey.outcome("someone@nowhere.example") == "bounced"
+    assert result.journey.outcome("someone@nowhere.invalid") == "bounced"
     assert "retry" not in [s.kind for s in result.journey.steps]
     (bounce,) = lab.mailbox(SENDER)
     assert summarize(bounce.raw)[0]["Status"] == "5.1.2"

@@ -142,11 +142,27 @@ def test_nxdomain_and_nodata_carry_the_soa(server: LabDNSServer) -> None:
         assert soa.ttl == 60  # RFC 2308: min(SOA TTL, SOA minimum)
 
 
-def test_outside_the_lab_zones_does_not_exist(server: LabDNSServer) -> None:
-    response = udp(server, "example.net", "A")
-    assert response.rcode() == dns.rcode.NXDOMAIN and not response.authority
-    with pytest.raises(dns.resolver.NXDOMAIN):
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_outside_the_lab_zones_is_refused_without_authority(
+    server: LabDNSServer, transport: str
+) -> None:
+    """RFC 1035 §4.1.1: an authoritative-only server refuses names it does not serve."""
+    query = dns.message.make_query("google.com", "MX")
+    ask = dns.query.udp if transport == "udp" else dns.query.tcp
+    response = ask(query, server.host, port=server.port, timeout=2.0)
+    assert response.rcode() == dns.rcode.REFUSED
+    assert not response.flags & dns.flags.AA
+    assert response.answer == response.authority == []
+    with pytest.raises(dns.resolver.NoNameservers, match="REFUSED"):
         make_resolver(server.host, server.port).resolve("example.net", "A")
+
+
+def test_a_served_invalid_zone_answers_nxdomain(store: RecordStore, server: LabDNSServer) -> None:
+    """RFC 6761 §6.4: names under .invalid never exist; the lab serves the zone to say so."""
+    store.add_zone("invalid")
+    response = udp(server, "exmaple.invalid", "MX")
+    assert response.rcode() == dns.rcode.NXDOMAIN and response.flags & dns.flags.AA
+    assert response.authority[0].name.to_text() == "invalid."
 
 
 def test_edits_show_at_the_next_lookup(store: RecordStore, resolver: dns.resolver.Resolver) -> None:

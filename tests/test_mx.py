@@ -146,6 +146,16 @@ def test_servfail_is_temporary(store: RecordStore, server: LabDNSServer) -> None
     assert "SERVFAIL" in info.value.reply
 
 
+def test_a_refused_name_is_temporary(server: LabDNSServer) -> None:
+    """REFUSED (a name outside every lab zone) says nothing about the domain: try later."""
+    with pytest.raises(TemporaryRouteError) as info:
+        route(server, "exmaple.org")
+    assert (info.value.code, info.value.status) == (451, "4.4.3")
+    assert info.value.explanation == (
+        "MX lookup exmaple.org → REFUSED: cannot tell where mail goes yet",
+    )
+
+
 def test_timeout_is_temporary(store: RecordStore, server: LabDNSServer) -> None:
     store.set_fault("example.org", "timeout")
     with pytest.raises(TemporaryRouteError) as info:
