@@ -1,11 +1,15 @@
-"""``smtplab``: the same lab from a terminal, for real mail clients.
+"""smtplab: the mail lab from a terminal, for real mail clients.
 
 ``smtplab up`` starts a lab (the default world, or one from ``--world FILE``),
-prints where each server listens and then every conversation as it finishes,
-until Ctrl-C or SIGTERM. With ``--json`` the first line printed is one JSON
-object (see :meth:`smtplab.lab.Lab.describe`, plus ``root`` and ``state``) that
-scripts and tests rely on. ``up`` also writes that JSON to ``ROOT/lab.json``
-(the *state file*) and removes it when it stops.
+prints where each server listens and then every conversation as it finishes
+and every queue event as it happens (queued, attempt, retry, delivered,
+bounced, held ...), until Ctrl-C or SIGTERM. With ``--json`` the first line
+printed is one JSON object (see :meth:`smtplab.lab.Lab.describe`, plus
+``root`` and ``state``) that scripts and tests rely on, and every later line is
+one JSON object too, with an ``event`` key (``connection`` or ``queue``).
+``up`` also writes the first line's JSON to ``ROOT/lab.json`` (the *state
+file*) and removes it when it stops. Unlike a notebook, a terminal lab dates
+headers with the real time (``--fixed-clock`` keeps the chapters' clock).
 
 The other commands work on a running lab, found through its state file
 (``--lab FILE``, ``--root DIR`` or the ``SMTPLAB_LAB`` environment variable):
@@ -28,6 +32,7 @@ import sys
 import threading
 import time
 import tomllib
+from datetime import datetime
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from types import FrameType
@@ -40,15 +45,24 @@ import dns.rcode
 import dns.rdatatype
 
 from smtplab.client import RecordingClient, open_session, transact
+from smtplab.clock import WallClock
 from smtplab.compose import InvalidInput, build_message, check_address
-from smtplab.lab import Lab
+from smtplab.journey import Step
+from smtplab.lab import Lab, PortInUse
+from smtplab.outbound import DEFAULT_POLICY, RetryPolicy
 from smtplab.retrieval import fetch_mailbox
 from smtplab.wire import WireLog
-from smtplab.world import Domain, ServerSpec, User, World
+from smtplab.world import SMTP_ROLES, Domain, ServerSpec, User, World
 
 STATE_FILE = "lab.json"
-ROLES = ("mx", "submission", "submissions", "relay")
+DEFAULT_SUBJECT = "Test from smtplab send"
 DEFAULT_BODY = "This is a test message, sent with smtplab send."
+DEFAULT_HELO = "client.example.com"
+#: The queue's steps that ``smtplab up`` prints as they happen (route lookups are left out).
+QUEUE_EVENTS = frozenset(
+    {"queued", "attempt", "retry", "delivered", "relayed", "bounced", "dsn"}
+    | {"held", "released", "postmaster"}
+)
 
 
 class CLIError(Exception):
@@ -115,8 +129,8 @@ def world_from_data(data: dict[str, Any]) -> World:
         if not isinstance(item, dict):
             raise CLIError(f"{where} must be a table/object")
         role = need(item, "role", str, where)
-        if role not in ROLES:
-            raise CLIError(f"{where}: role must be one of {', '.join(ROLES)}, not {role!r}")
+        if role not in SMTP_ROLES:
+            raise CLIError(f"{where}: role must be one of {', '.join(SMTP_ROLES)}, not {role!r}")
         served = item.get("domains", [])
         if not isinstance(served, list) or not all(isinstance(d, str) for d in served):
             raise CLIError(f"{where}: 'domains' must be a list of domain names")
@@ -157,6 +171,79 @@ def _write_state(path: Path, described: dict[str, Any]) -> None:
     os.replace(partial, path)
 
 
+def _queue_event(message_id: str | None, step: Step) -> dict[str, Any]:
+    """One queue event as ``smtplab up --json`` prints it (one object per line)."""
+    return {
+        "event": "queue",
+        "step": step.kind,
+        "host": step.host,
+        "qid": step.qid,
+        "message_id": message_id,
+        "recipients": list(step.recipients),
+        "text": step.text,
+        "time": _iso(time.time()),
+        "retry_at": _iso(step.retry_at) if step.retry_at is not None else None,
+    }
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    """The same event, compact, for people: time, host, queue id, step, text, recipients."""
+    when = event["time"][11:19]
+    at = f" (at {event['retry_at'][11:19]})" if event["retry_at"] else ""
+    to = " ".join(f"<{r}>" for r in event["recipients"])
+    return f"{when} queue {event['host']} {event['qid']} {event['step']}: {event['text']}{at} {to}"
+
+
+def _connection(log: WireLog) -> dict[str, Any]:
+    return {
+        "event": "connection",
+        "client": log.client,
+        "server": log.server,
+        "transcript": str(log.transcript()),
+    }
+
+
+def _retry_policy(args: argparse.Namespace) -> RetryPolicy:
+    policy = RetryPolicy(args.retry_first, args.retry_factor, args.retry_attempts, args.retry_age)
+    if policy.first_delay <= 0 or policy.factor < 1 or policy.max_attempts < 1:
+        raise CLIError("--retry-first must be > 0, --retry-factor >= 1, --retry-attempts >= 1")
+    return policy
+
+
+def _latency(text: str) -> tuple[str, float]:
+    """``HOST=SECONDS`` for --latency."""
+    host, _, seconds = text.partition("=")
+    try:
+        value = float(seconds)
+    except ValueError:
+        value = -1.0
+    if not host or value < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected HOST=SECONDS (like mx1.example.org=0.02): {text}"
+        )
+    return host.lower(), value
+
+
+def _print_table(lab: Lab, state: Path) -> None:
+    """What a mail program needs: servers and ports, users, the CA, how to verify names."""
+    print(lab.table())
+    for user in lab.world.users:
+        print(f"user {user.address} password {user.password}")
+    print(f"CA file {lab.ca.cert_path}")
+    print(
+        "  certificates name the hosts above, not 127.0.0.1: connect to 127.0.0.1 and verify\n"
+        "  the host name (curl --resolve HOST:PORT:127.0.0.1 --cacert CA; msmtp\n"
+        "  tls_host_override HOST; swaks 20201014 checks only the chain: --tls-verify\n"
+        "  --tls-ca-path CA). The README has a complete example for each."
+    )
+    print(f"state file {state}  (smtplab send/fetch/dns/queue --lab {state})")
+    print("Press Ctrl-C to stop.", flush=True)
+
+
 def _up(args: argparse.Namespace) -> int:
     stopping = threading.Event()
 
@@ -170,14 +257,37 @@ def _up(args: argparse.Namespace) -> int:
     if args.root:
         root = args.root.resolve()
         root.mkdir(parents=True, exist_ok=True)
-    finished: queue.Queue[WireLog] = queue.Queue()
     retrieval = False if args.no_pop_imap else "auto"
-    with Lab(world, name="cli", root=root, retrieval=retrieval) as lab:
-        lab.journal.listen(lambda log: log.view == "server" and finished.put(log))
-        if args.hold:  # connections to the MX hosts are refused: the queues keep everything
-            for server in lab.servers.values():
-                if server.role == "mx":
-                    server.down()
+    try:
+        # Held until we listen: what a restart delivers is printed like any delivery.
+        lab = Lab(
+            world,
+            name="cli",
+            root=root,
+            seed=args.seed,
+            retry=_retry_policy(args),
+            retrieval=retrieval,
+            authenticity=args.authenticity,
+            hold=True,
+            port_base=args.port_base,
+            clock=None if args.fixed_clock else WallClock(),
+        )
+    except PortInUse as error:
+        raise CLIError(f"{error}; pick another --port-base") from None
+    except ValueError as error:  # a port base out of range
+        raise CLIError(str(error)) from None
+    output: queue.Queue[WireLog | dict[str, Any]] = queue.Queue()
+    with lab:
+        for host, seconds in args.latency:
+            if host not in lab.servers:
+                raise CLIError(f"--latency: the lab has no server {host!r}")
+            lab.server(host).slow_down(seconds)
+        lab.journal.listen(lambda log: log.view == "server" and output.put(log))
+        lab.journeys.listen(
+            lambda message_id, step: (
+                step.kind in QUEUE_EVENTS and output.put(_queue_event(message_id, step))
+            )
+        )
         state = lab.root / STATE_FILE
         described = {**lab.describe(), "root": str(lab.root), "state": str(state)}
         _write_state(state, described)
@@ -185,19 +295,29 @@ def _up(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(described), flush=True)
             else:
-                print(lab.table())
-                for user in lab.world.users:
-                    print(f"user {user.address} password {user.password}")
-                print(f"state file {state}  (smtplab send/fetch/dns/queue --lab {state})")
-                print("Press Ctrl-C to stop.", flush=True)
+                _print_table(lab, state)
             if lab.mailstore is None and retrieval:
                 print(f"POP3/IMAP not started: {lab.mailstore_unavailable}", file=sys.stderr)
+            if args.hold:
+                lab.hold()  # again, now that we listen: reports what the queues hold
+            else:
+                lab.release()
             while not stopping.is_set():
                 try:
-                    log = finished.get(timeout=0.2)
+                    item = output.get(timeout=0.2)
                 except queue.Empty:
                     continue
-                print(f"\n--- {log.client} → {log.server}\n{log.transcript()}", flush=True)
+                if isinstance(item, WireLog):
+                    item = _connection(item)
+                if args.json:
+                    print(json.dumps(item), flush=True)
+                elif item["event"] == "queue":
+                    print(_event_line(item), flush=True)
+                else:
+                    print(
+                        f"\n--- {item['client']} → {item['server']}\n{item['transcript']}",
+                        flush=True,
+                    )
         finally:
             state.unlink(missing_ok=True)
     print("lab stopped", file=sys.stderr)
@@ -228,12 +348,14 @@ def _state(args: argparse.Namespace) -> dict[str, Any]:
         raise CLIError(f"cannot read the lab state {path}: {error}") from None
 
 
-def _server(state: dict[str, Any], host: str) -> dict[str, Any]:
-    for server in state["servers"]:
+def _smtp_server(state: dict[str, Any], host: str) -> dict[str, Any]:
+    """The lab's SMTP server ``host`` (--via): POP3/IMAP listeners do not count."""
+    smtp = [s for s in state["servers"] if s["role"] in SMTP_ROLES]
+    for server in smtp:
         if server["host"] == host.lower():
             return server
-    hosts = sorted({s["host"] for s in state["servers"]})
-    raise CLIError(f"the lab has no server {host!r}; it has {', '.join(hosts)}")
+    hosts = sorted({s["host"] for s in smtp})
+    raise CLIError(f"--via takes a lab SMTP server, not {host!r}: {', '.join(hosts)}")
 
 
 def _password(state: dict[str, Any], address: str, given: str | None) -> str:
@@ -262,7 +384,7 @@ def _send(args: argparse.Namespace) -> int:
     except InvalidInput as error:
         raise CLIError(str(error)) from None
     if args.via:
-        server = _server(state, args.via)
+        server = _smtp_server(state, args.via)
     else:
         submission = [
             s
@@ -371,7 +493,11 @@ def _dns(args: argparse.Namespace) -> int:
         if rows:
             print("\n".join(rows))
         elif args.name:
-            print(f"{name}: {dns.rcode.to_text(response.rcode())} (no {rdtype} records)")
+            rcode = response.rcode()
+            why = (
+                "outside the lab's zones" if rcode == dns.rcode.REFUSED else f"no {rdtype} records"
+            )
+            print(f"{name}: {dns.rcode.to_text(rcode)} ({why})")
             status = 1
     return status
 
@@ -397,6 +523,7 @@ def _queue(args: argparse.Namespace) -> int:
                         "domain": data.get("domain", ""),
                         "attempts": data.get("attempts", 0),
                         "next_attempt": data.get("next_attempt", 0.0),
+                        "held": data.get("held_since") is not None,
                         "subject": str(parsed.get("Subject", "")),
                         "size": len(message),
                     }
@@ -411,7 +538,7 @@ def _queue(args: argparse.Namespace) -> int:
     now = time.time()
     for e in entries:
         due = e["next_attempt"] - now
-        when = f"next try in {due:.0f} s" if due > 0 else "due now"
+        when = "held" if e["held"] else f"next try in {due:.0f} s" if due > 0 else "due now"
         print(
             f"{e['server']} {e['qid']}  {e['size']} bytes  <{e['sender']}>  "
             f"attempts {e['attempts']}, {when}  Subject: {e['subject']}"
@@ -426,22 +553,41 @@ def _queue(args: argparse.Namespace) -> int:
 
 
 def _locate(command: argparse.ArgumentParser) -> None:
-    where = command.add_argument_group("which lab")
-    where.add_argument("--lab", type=Path, metavar="FILE", help="the state file `smtplab up` wrote")
-    where.add_argument("--root", type=Path, metavar="DIR", help="the --root given to `smtplab up`")
+    where = command.add_argument_group("which lab", "the `smtplab up` to talk to")
+    where.add_argument(
+        "--lab",
+        type=Path,
+        metavar="FILE",
+        help="the state file `smtplab up` printed (default: $SMTPLAB_LAB)",
+    )
+    where.add_argument(
+        "--root",
+        type=Path,
+        metavar="DIR",
+        help="the --root given to `smtplab up` (default: --lab, then $SMTPLAB_LAB)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smtplab", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="smtplab",
+        description="The smtplab mail world from a terminal: start it with `smtplab up`, "
+        "then use it with real mail programs or the other commands.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = commands.add_parser(
         "up",
         help="start the lab's servers until Ctrl-C",
         description="Start a lab on 127.0.0.1: SMTP servers, the lab DNS and, where Dovecot "
-        "is installed, POP3 and IMAP. Prints each conversation as it finishes.",
+        "is installed, POP3 and IMAP. Prints each conversation as it finishes and each "
+        "queue event as it happens.",
     )
-    up.add_argument("--json", action="store_true", help="print the lab as one JSON line first")
+    up.add_argument(
+        "--json",
+        action="store_true",
+        help="print the lab as one JSON line first, then one JSON object per event (default: text)",
+    )
     up.add_argument(
         "--root",
         type=Path,
@@ -452,48 +598,123 @@ def build_parser() -> argparse.ArgumentParser:
         "--world",
         type=Path,
         metavar="FILE",
-        help="a topology file (.toml or .json: domains, users, MX records, servers)",
+        help="a topology file, .toml or .json (default: the chapters' world)",
     )
     up.add_argument(
         "--hold",
         action="store_true",
-        help="keep the MX servers down: submitted mail waits in the queue (see `smtplab queue`)",
+        help="hold the queues: mail waits, never tried, never expired, until a start without "
+        "--hold (default: deliver)",
     )
-    up.add_argument("--no-pop-imap", action="store_true", help="do not start POP3/IMAP (Dovecot)")
+    up.add_argument(
+        "--port-base",
+        type=int,
+        metavar="N",
+        help="fixed ports from N: SMTP servers in the listed order, then DNS, IMAP, IMAPS, "
+        "POP3, POP3S (default: free ports, new each start)",
+    )
+    up.add_argument(
+        "--authenticity",
+        action="store_true",
+        help="SPF, DKIM, DMARC and the spam filter, as in chapter 09 (default: off)",
+    )
+    up.add_argument(
+        "--latency",
+        type=_latency,
+        action="append",
+        default=[],
+        metavar="HOST=SECONDS",
+        help="put a server a network round trip away, as in chapter 10; repeatable (default: none)",
+    )
+    up.add_argument(
+        "--retry-first",
+        type=float,
+        default=DEFAULT_POLICY.first_delay,
+        metavar="SECONDS",
+        help=f"the queue's first retry delay (default: {DEFAULT_POLICY.first_delay:g})",
+    )
+    up.add_argument(
+        "--retry-factor",
+        type=float,
+        default=DEFAULT_POLICY.factor,
+        metavar="X",
+        help=f"each later delay is X times the one before (default: {DEFAULT_POLICY.factor:g})",
+    )
+    up.add_argument(
+        "--retry-attempts",
+        type=int,
+        default=DEFAULT_POLICY.max_attempts,
+        metavar="N",
+        help=f"attempts before a bounce (default: {DEFAULT_POLICY.max_attempts})",
+    )
+    up.add_argument(
+        "--retry-age",
+        type=float,
+        default=DEFAULT_POLICY.max_age,
+        metavar="SECONDS",
+        help=f"a message older than this bounces at its next failure "
+        f"(default: {DEFAULT_POLICY.max_age:g})",
+    )
+    up.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the shuffle of equal-preference MX hosts (default: 0)",
+    )
+    up.add_argument(
+        "--fixed-clock",
+        action="store_true",
+        help="date headers with the chapters' clock, 2026-11-02 09:00 UTC +1 s per reading "
+        "(default: the real time)",
+    )
+    up.add_argument(
+        "--no-pop-imap",
+        action="store_true",
+        help="do not start POP3/IMAP (default: start them where Dovecot is installed)",
+    )
     up.set_defaults(run=_up)
 
     send = commands.add_parser(
         "send",
         help="send one message through a running lab",
-        description="Submit one message with STARTTLS and AUTH (or to any lab server with "
-        "--via) and print the transcript. Exit status 1 if a recipient was refused.",
+        description="Submit one message with STARTTLS and AUTH (or to any SMTP server of the "
+        "lab with --via) and print the transcript. Exit status 1 if a recipient was refused.",
     )
-    send.add_argument("--from", dest="sender", required=True, metavar="ADDRESS")
+    send.add_argument(
+        "--from", dest="sender", required=True, metavar="ADDRESS", help="the sender (required)"
+    )
     send.add_argument(
         "--to",
         action="append",
         required=True,
         metavar="ADDRESS",
-        help="a recipient (repeat for more)",
+        help="a recipient (required; repeat for more)",
     )
-    send.add_argument("--subject", default="Test from smtplab send")
-    send.add_argument("--body", default=DEFAULT_BODY)
+    send.add_argument(
+        "--subject", default=DEFAULT_SUBJECT, help=f"the Subject: (default: {DEFAULT_SUBJECT!r})"
+    )
+    send.add_argument("--body", default=DEFAULT_BODY, help="the text (default: a test sentence)")
     send.add_argument(
         "--message",
         type=Path,
         metavar="FILE",
-        help="send this RFC 5322 file as it is instead of --subject/--body",
+        help="send this RFC 5322 file as it is (default: build one from --subject and --body)",
     )
     send.add_argument(
         "--via",
         metavar="HOST",
-        help="the lab server to connect to (default: the sender's submission server)",
+        help="the lab SMTP server to connect to (default: the sender's submission server)",
     )
-    send.add_argument("--password", help="default: the sender's lab password")
+    send.add_argument("--password", help="the AUTH password (default: the sender's lab password)")
     send.add_argument(
-        "--helo", default="client.example.com", metavar="NAME", help="the name to give in EHLO"
+        "--helo",
+        default=DEFAULT_HELO,
+        metavar="NAME",
+        help=f"the name to give in EHLO (default: {DEFAULT_HELO})",
     )
-    send.add_argument("--full", action="store_true", help="show the message data in full")
+    send.add_argument(
+        "--full", action="store_true", help="show the message data in full (default: a summary)"
+    )
     _locate(send)
     send.set_defaults(run=_send)
 
@@ -502,12 +723,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="read a mailbox over IMAP or POP3",
         description="Log in as a lab user, fetch the inbox and print the transcript.",
     )
-    fetch.add_argument("address")
-    fetch.add_argument("--protocol", choices=("imap", "pop3"), default="imap")
-    fetch.add_argument("--tls", choices=("starttls", "implicit", "none"), default="starttls")
-    fetch.add_argument("--password", help="default: the user's lab password")
-    fetch.add_argument("--delete", action="store_true", help="POP3: delete after downloading")
-    fetch.add_argument("--full", action="store_true", help="show the messages in full")
+    fetch.add_argument("address", help="the lab user whose inbox to read")
+    fetch.add_argument(
+        "--protocol", choices=("imap", "pop3"), default="imap", help="(default: imap)"
+    )
+    fetch.add_argument(
+        "--tls",
+        choices=("starttls", "implicit", "none"),
+        default="starttls",
+        help="STARTTLS on the plain port, TLS from the first byte, or none (default: starttls)",
+    )
+    fetch.add_argument("--password", help="(default: the user's lab password)")
+    fetch.add_argument(
+        "--delete", action="store_true", help="POP3: delete after downloading (default: keep)"
+    )
+    fetch.add_argument(
+        "--full", action="store_true", help="show the messages in full (default: a summary)"
+    )
     _locate(fetch)
     fetch.set_defaults(run=_fetch)
 
@@ -515,19 +747,26 @@ def build_parser() -> argparse.ArgumentParser:
         "dns",
         help="list or query the lab DNS",
         description="Without NAME: every record the lab DNS holds for its domains and hosts. "
-        "With NAME: the records of TYPE (default ANY) at NAME.",
+        "With NAME: the records of TYPE at NAME.",
     )
-    ask.add_argument("name", nargs="?", metavar="NAME")
-    ask.add_argument("type", nargs="?", default="ANY", metavar="TYPE", help="MX, A, TXT, ...")
+    ask.add_argument(
+        "name", nargs="?", metavar="NAME", help="a name to look up (default: list everything)"
+    )
+    ask.add_argument(
+        "type", nargs="?", default="ANY", metavar="TYPE", help="MX, A, TXT, ... (default: ANY)"
+    )
     _locate(ask)
     ask.set_defaults(run=_dns)
 
     show = commands.add_parser(
         "queue",
         help="show what the lab's queues hold",
-        description="List the messages waiting in the outbound queues (ROOT/spool/HOST/queue).",
+        description="List the messages waiting in the outbound queues (ROOT/spool/HOST/queue), "
+        "held ones marked as held.",
     )
-    show.add_argument("--json", action="store_true", help="one JSON object per queued message")
+    show.add_argument(
+        "--json", action="store_true", help="one JSON object per queued message (default: text)"
+    )
     _locate(show)
     show.set_defaults(run=_queue)
     return parser

@@ -4,6 +4,10 @@ Real Date: and Received: headers carry the wall clock, which would make every
 notebook output differ from the committed one. The lab clock starts at a fixed
 instant and moves one second forward each time it is read, so the same cells
 print the same dates while time still visibly passes from hop to hop.
+
+A lab in a terminal (``smtplab up``) serves real mail programs, whose own
+``Date:`` is the wall clock: there the lab uses :class:`WallClock`, so that
+``Received:`` dates agree with them and never go back across restarts.
 """
 
 from __future__ import annotations
@@ -32,3 +36,10 @@ class LabClock:
     def rfc5322(self) -> str:
         """The current lab time formatted for a Date: or Received: header (RFC 5322 §3.3)."""
         return format_datetime(self.now())
+
+
+class WallClock(LabClock):
+    """The real time, in the machine's time zone, as a mail program's ``Date:`` has it."""
+
+    def now(self) -> datetime:
+        return datetime.now().astimezone()

@@ -30,6 +30,7 @@ it runs Dovecot, a maintained one, as a private instance per lab.
 * **Ports.** Four free loopback ports are picked (IMAP with STARTTLS, IMAP over
   TLS, POP3 with STARTTLS, POP3 over TLS); if another program takes one before
   Dovecot binds it, Dovecot exits with EADDRINUSE and the lab tries new ports.
+  Ports given by the lab (``smtplab up --port-base``) are tried once.
   Readiness is a condition with a deadline: both greetings arrived.
 * **No orphans.** Dovecot runs under a tiny ``sh`` watchdog that reads a pipe
   from this process: when the lab stops, or this process dies however it
@@ -54,7 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smtplab.world import LOOPBACK, server_listing
+from smtplab.world import LOOPBACK, MAILSTORE_ROLES, server_listing
 
 IMAP_HOST = "imap.example.com"
 POP_HOST = "pop.example.com"
@@ -217,6 +218,7 @@ class Dovecot:
         domains: tuple[str, ...] = (),
         mail_root: Path | None = None,
         binary: str | None = None,
+        ports: dict[str, int] | None = None,
     ):
         self.binary = binary or find_dovecot()
         if self.binary is None:
@@ -233,7 +235,7 @@ class Dovecot:
         self._process: subprocess.Popen[bytes] | None = None
         try:
             self._prepare(users, tls, mail_root)
-            self._start()
+            self._start(ports)
         except BaseException:
             self.stop()
             raise
@@ -356,11 +358,12 @@ service pop3-login {{
 """
 
     # -- running ----------------------------------------------------------------
-    def _start(self) -> None:
-        roles = ("imap", "imaps", "pop3", "pop3s")
+    def _start(self, fixed: dict[str, int] | None) -> None:
         conf = self.folder / "dovecot.conf"
-        for _attempt in range(PORT_ATTEMPTS):
-            ports = dict(zip(roles, _free_ports(len(roles)), strict=True))
+        for _attempt in range(1 if fixed else PORT_ATTEMPTS):
+            ports = fixed or dict(
+                zip(MAILSTORE_ROLES, _free_ports(len(MAILSTORE_ROLES)), strict=True)
+            )
             conf.write_text(self._config(ports))
             for log in ("dovecot.log", "stderr.log"):
                 (self.folder / log).write_bytes(b"")
@@ -383,6 +386,9 @@ service pop3-login {{
             self._halt()
             if "Address already in use" not in self.log():
                 raise MailstoreUnavailable(f"Dovecot {self.version} did not start:\n{self.log()}")
+        if fixed:
+            taken = ", ".join(str(port) for port in fixed.values())
+            raise MailstoreUnavailable(f"one of the ports {taken} for POP3/IMAP is in use")
         raise MailstoreUnavailable(f"no free ports for Dovecot after {PORT_ATTEMPTS} tries")
 
     def _wait_ready(self, ports: dict[str, int]) -> bool:
@@ -477,7 +483,8 @@ def for_lab(lab: Any) -> Dovecot:
         chain = b"".join(pem.bytes() for pem in leaf.cert_chain_pems)
         tls[host] = (chain, leaf.private_key_pem.bytes())
     domains = tuple(d.name for d in lab.world.domains)
-    dovecot = Dovecot(users, tls, domains=domains, mail_root=lab.root / "mail")
+    ports = {role: lab.ports[role] for role in MAILSTORE_ROLES} if lab.ports else None
+    dovecot = Dovecot(users, tls, domains=domains, mail_root=lab.root / "mail", ports=ports)
     for host in (IMAP_HOST, POP_HOST):
         with contextlib.suppress(ValueError):  # no zone for example.com in this world
             lab.dns.replace(host, "A", [LOOPBACK])

@@ -22,6 +22,7 @@ import contextlib
 import html
 import itertools
 import random
+import socket
 import tempfile
 import threading
 import time
@@ -56,20 +57,47 @@ from smtplab.spool import Spool
 from smtplab.tlsca import Eavesdropper, LabCA
 from smtplab.transcript import Transcript
 from smtplab.wire import WireLog
-from smtplab.world import LOOPBACK, ServerSpec, World, default_world, server_listing
+from smtplab.world import LOOPBACK, ServerSpec, World, default_world, port_plan, server_listing
 
 MAX_MESSAGE_SIZE = 10 * 1024 * 1024
 SESSION_TIMEOUT = 60.0
 DEFAULT_RETRY = RetryPolicy()
 
 _running: dict[str, Lab] = {}
+
+
+class PortInUse(OSError):
+    """A fixed port (``port_base``) that another program holds: says which and for what."""
+
+
+def ensure_free(ports: dict[str, int]) -> None:
+    """Raise PortInUse for the first of ``ports`` (name → port) that cannot be bound on
+    127.0.0.1 now: TCP for all, UDP too for the DNS."""
+    for name, port in ports.items():
+        kinds = (socket.SOCK_STREAM, socket.SOCK_DGRAM) if name == "dns" else (socket.SOCK_STREAM,)
+        for kind in kinds:
+            with socket.socket(socket.AF_INET, kind) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
+                try:
+                    probe.bind((LOOPBACK, port))
+                except OSError as error:
+                    what = "the lab DNS" if name == "dns" else name
+                    raise PortInUse(f"port {port} ({what}) is in use: {error.strerror}") from None
 _running_lock = threading.Lock()
 
 
 class LabServer:
     """A running lab server: its spec, where it listens, and the switches a lesson flips."""
 
-    def __init__(self, spec: ServerSpec, handler: RoleHandler, journal: WireJournal, **smtp: Any):
+    def __init__(
+        self,
+        spec: ServerSpec,
+        handler: RoleHandler,
+        journal: WireJournal,
+        *,
+        port: int = 0,
+        **smtp: Any,
+    ):
         self.spec = spec
         self.handler = handler
         self.faults = Faults()
@@ -77,7 +105,7 @@ class LabServer:
         self._smtp = smtp
         self._tls = smtp.get("tls_context")
         self.controller: LabController | None = None
-        self._port = 0
+        self._port = port  # 0: the OS picks one
         self.up()
 
     @property
@@ -239,7 +267,10 @@ class Lab:
     :meth:`fetch`; ``"auto"`` starts them only where Dovecot is installed.
     ``authenticity=True`` switches on SPF, DKIM, DMARC and a spam filter
     (chapter 09): see ``lab.auth``, a :class:`~smtplab.labauth.LabAuthenticity`.
-    ``hold=True`` starts the queues held (see :meth:`hold`).
+    ``hold=True`` starts the queues held (see :meth:`hold`). ``port_base``
+    gives every server a fixed port (see :func:`~smtplab.world.port_plan`);
+    by default the OS picks free ones. ``clock`` dates headers (default: the
+    fixed :class:`~smtplab.clock.LabClock` the chapters need).
     """
 
     def __init__(
@@ -253,6 +284,8 @@ class Lab:
         retrieval: bool | str = False,
         authenticity: bool = False,
         hold: bool = False,
+        port_base: int | None = None,
+        clock: LabClock | None = None,
     ):
         with _running_lock:
             previous = _running.pop(name, None)
@@ -260,7 +293,10 @@ class Lab:
             previous.stop()
         self.name = name
         self.world = world or default_world()
-        self.clock = LabClock()
+        self.clock = clock or LabClock()
+        #: Fixed ports by server host, "dns" and POP3/IMAP role; empty: the OS picks.
+        self.ports = port_plan(self.world, port_base) if port_base is not None else {}
+        ensure_free(self.ports)
         self.journal = WireJournal()
         self.journeys = JourneyBook()
         self._folder = None if root else tempfile.TemporaryDirectory(prefix=f"smtplab-{name}-")
@@ -284,7 +320,7 @@ class Lab:
             self.ca = LabCA(self.root / "tls")
             self.client_tls = self.ca.client_context()  # one context: reused by every client
             self.dns = self._zones()
-            self.dns_server = LabDNSServer(self.dns).start()
+            self.dns_server = LabDNSServer(self.dns, port=self.ports.get("dns", 0)).start()
             self.resolver = make_resolver(self.dns_server.host, self.dns_server.port)
             if authenticity:  # chapter 09: addresses, DKIM keys, SPF/DKIM/DMARC records
                 self.auth = LabAuthenticity(self.world, self.dns, self.resolver, self.clock)
@@ -324,6 +360,7 @@ class Lab:
 
     def _start(self, spec: ServerSpec, retry: RetryPolicy) -> LabServer:
         common = {
+            "port": self.ports.get(spec.host, 0),
             "enable_SMTPUTF8": True,
             "data_size_limit": MAX_MESSAGE_SIZE,
             "timeout": SESSION_TIMEOUT,
@@ -691,6 +728,9 @@ class Lab:
         for s in self.servers.values():
             where = f"{LOOPBACK}:{s.port}" if ports else ""
             rows.append(f"{s.role:<12}{s.host:<20}{' '.join(s.spec.domains):<14}{where}".rstrip())
+        if ports:  # where mail programs and dig ask (notebooks use lab.dns instead)
+            where = f"{LOOPBACK}:{self.dns_server.port} (UDP and TCP)"
+            rows.append(f"{'dns':<12}{'(the lab DNS)':<20}{'(all)':<14}{where}")
         for d in self.mailstore.describe() if self.mailstore else []:  # POP3/IMAP: all domains
             where = f"{LOOPBACK}:{d['port']}" if ports else ""
             rows.append(f"{d['role']:<12}{d['host']:<20}{'(all)':<14}{where}".rstrip())

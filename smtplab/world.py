@@ -16,6 +16,10 @@ from typing import Any, Literal
 LOOPBACK = "127.0.0.1"
 
 Role = Literal["mx", "submission", "submissions", "relay"]
+#: The roles that speak SMTP (``smtplab send --via`` takes only these).
+SMTP_ROLES: tuple[Role, ...] = ("mx", "submission", "submissions", "relay")
+#: POP3/IMAP listeners (a private Dovecot), in the order they are listed and numbered.
+MAILSTORE_ROLES = ("imap", "imaps", "pop3", "pop3s")
 
 
 def server_listing(role: str, host: str, port: int, domains: tuple[str, ...]) -> dict[str, Any]:
@@ -67,6 +71,16 @@ class World:
 
     def user(self, address: str) -> User | None:
         return next((u for u in self.users if u.address == address.lower()), None)
+
+
+def port_plan(world: World, base: int) -> dict[str, int]:
+    """Fixed ports from ``base`` (``smtplab up --port-base``), one each, in this order: the
+    SMTP servers in the world's order, the lab DNS (UDP and TCP), then IMAP, IMAPS, POP3 and
+    POP3S (numbered even when they do not run, so the others keep their ports)."""
+    names = [*(spec.host for spec in world.servers), "dns", *MAILSTORE_ROLES]
+    if not 1 <= base <= 65536 - len(names):
+        raise ValueError(f"a port base must be 1 to {65536 - len(names)}: {len(names)} ports")
+    return {name: base + n for n, name in enumerate(names)}
 
 
 def default_world() -> World:

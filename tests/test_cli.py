@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import mailbox
@@ -9,18 +10,23 @@ import os
 import re
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
+from datetime import UTC, datetime
+from email.utils import make_msgid, parsedate_to_datetime
 from pathlib import Path
 
 import pytest
 
-from smtplab.cli import CLIError, load_world, world_from_data
+from smtplab.cli import CLIError, build_parser, load_world, world_from_data
 from smtplab.tlsca import LabSMTP
+from smtplab.world import SMTP_ROLES
 
 
 @pytest.fixture
@@ -254,8 +260,13 @@ def test_dns_lists_the_zones_and_answers_queries(cli_lab):
         ["10", "mx1.example.org."],
         ["20", "mx2.example.org."],
     ]
-    missing = run_cli("dns", "--lab", cli_lab["state"], "nowhere.example.net", "MX")
-    assert missing.returncode == 1 and "NXDOMAIN" in missing.stdout
+    missing = run_cli("dns", "--lab", cli_lab["state"], "nowhere.example.org", "MX")
+    assert (missing.returncode, missing.stdout) == (
+        1,
+        "nowhere.example.org: NXDOMAIN (no MX records)\n",
+    )
+    elsewhere = run_cli("dns", "--lab", cli_lab["state"], "google.com", "MX")
+    assert elsewhere.stdout == "google.com: REFUSED (outside the lab's zones)\n"
 
 
 @needs_swaks
@@ -492,3 +503,269 @@ def test_world_files_in_json_and_toml_agree(tmp_path):
     broken.write_text("domains = [")
     with pytest.raises(CLIError, match="not valid TOML"):
         load_world(broken)
+
+
+# --- holding, queue events, fixed ports, the chapters' worlds ----------------------------------
+
+
+class LabOutput:
+    """`smtplab up ARGS` in a subprocess; its stdout lines, read as they come."""
+
+    def __init__(self, *args: object, json_mode: bool = True):
+        command = [*CLI, "up", *(["--json"] if json_mode else []), *map(str, args)]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        wait_for(lambda: self.lines or self.process.poll() is not None, timeout=60)
+        self.described = json.loads(self.lines[0]) if json_mode and self.lines else None
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def events(self, step: str | None = None) -> list[dict]:
+        found = [json.loads(line) for line in list(self.lines[1:]) if line.startswith("{")]
+        return [e for e in found if e["event"] == "queue" and step in (None, e["step"])]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        status = self.process.wait(timeout=30)
+        self._reader.join(timeout=10)
+        self.process.stdout.close()
+        self.errors = self.process.stderr.read()
+        self.process.stderr.close()
+        assert status == 0, self.errors
+
+    def __enter__(self) -> LabOutput:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def submit(described, subject: str, to: str = "bob@example.org") -> str:
+    """Alice submits one message over STARTTLS and AUTH, as a mail program does; its
+    Message-ID."""
+    message_id = make_msgid(domain="example.com")
+    submission = server(described, "submission")
+    context = ssl.create_default_context(cafile=described["ca_cert"])
+    with LabSMTP(submission["host"], submission["port"]) as smtp:
+        smtp.starttls(context=context)
+        smtp.login("alice@example.com", user(described, "alice@example.com")["password"])
+        head = f"From: alice@example.com\r\nTo: {to}\r\nSubject: {subject}\r\n"
+        message = f"{head}Message-ID: {message_id}\r\n\r\nHi\r\n"
+        smtp.sendmail("alice@example.com", [to], message.encode())
+    return message_id
+
+
+def queued(root: Path) -> list[dict]:
+    listed = run_cli("queue", "--root", root, "--json")
+    assert listed.returncode == 0, listed.stderr
+    return [json.loads(line) for line in listed.stdout.splitlines()]
+
+
+SHORT_RETRY = ("--retry-first", "0.1", "--retry-attempts", "2", "--retry-age", "0.5")
+
+
+def test_a_restart_delivers_every_held_message_exactly_once(tmp_path):
+    root = tmp_path / "lab"
+    subjects_sent = [f"held {n}" for n in range(5)]
+    with LabOutput("--root", root, "--hold", "--no-pop-imap", *SHORT_RETRY) as first:
+        for subject in subjects_sent:
+            submit(first.described, subject)
+        sent_at = time.time()
+        wait_for(lambda: len(first.events("held")) == 5)
+        wait_for(lambda: time.time() > sent_at + 2 * 0.5)  # past the queue's maximum age
+        entries = queued(root)
+        assert sorted(e["subject"] for e in entries) == subjects_sent
+        assert all(e["held"] and e["attempts"] == 0 for e in entries)
+        assert "held" in run_cli("queue", "--root", root).stdout
+        assert first.events("attempt") == first.events("bounced") == []
+    assert len(queued(root)) == 5  # the lab is down: the spool keeps them
+    with LabOutput("--root", root, "--hold", "--no-pop-imap", *SHORT_RETRY) as second:
+        wait_for(lambda: len(second.events("held")) == 5)  # reported again, still held
+        assert subjects(second.described, "bob@example.org") == []
+        assert second.events("attempt") == []
+    with LabOutput("--root", root, "--no-pop-imap", *SHORT_RETRY) as third:
+        wait_for(lambda: len(third.events("delivered")) == 5)
+        assert len(third.events("released")) == 5
+        assert sorted(subjects(third.described, "bob@example.org")) == subjects_sent
+        assert third.events("bounced") == []
+        wait_for(lambda: queued(root) == [])
+    assert sorted(subjects(third.described, "bob@example.org")) == subjects_sent  # exactly once
+
+
+def write_world(tmp_path: Path) -> Path:
+    world = tmp_path / "world.toml"
+    world.write_text(WORLD)
+    return world
+
+
+def test_up_prints_queue_events_as_json_lines(tmp_path):
+    with LabOutput("--world", write_world(tmp_path), "--no-pop-imap", *SHORT_RETRY) as lab:
+        message_id = submit(lab.described, "to nowhere", to="dave@example.net")
+        wait_for(lambda: lab.events("delivered"))  # the bounce, back at alice's MX
+
+        def steps(qid):
+            return [e["step"] for e in lab.events() if e["qid"] == qid]
+
+        assert steps("000001-1") == ["queued", "retry", "dsn", "bounced"]
+        assert steps("000002-1") == ["queued", "attempt", "delivered"]  # the bounce to alice
+        (retry,) = lab.events("retry")
+        assert (retry["host"], retry["recipients"]) == ("smtp.example.com", ["dave@example.net"])
+        assert retry["text"].startswith(
+            "attempt 1 failed (451 4.4.4 No MX host of example.net has an address; will retry)"
+        )
+        assert retry["message_id"] == message_id
+        assert datetime.fromisoformat(retry["retry_at"]) >= datetime.fromisoformat(retry["time"])
+        (bounced,) = lab.events("bounced")
+        assert bounced["recipients"] == ["dave@example.net"]
+        connections = [json.loads(line) for line in lab.lines[1:] if '"connection"' in line]
+        assert connections and connections[0]["transcript"].startswith("=== ")
+        assert all(line.startswith("{") for line in lab.lines)  # every line is JSON
+
+
+def test_up_prints_queue_events_as_text(tmp_path):
+    with LabOutput(
+        "--world", write_world(tmp_path), "--no-pop-imap", *SHORT_RETRY, json_mode=False
+    ) as lab:
+        wait_for(lambda: any(line.startswith("state file ") for line in lab.lines))
+        state = next(line.split()[2] for line in lab.lines if line.startswith("state file "))
+        described = json.loads(Path(state).read_text())
+        submit(described, "to nowhere", to="dave@example.net")
+        wait_for(lambda: any(" bounced: " in line for line in lab.lines))
+    events = [line for line in lab.lines if " queue smtp.example.com " in line]
+    pattern = (
+        r"\d\d:\d\d:\d\d queue smtp\.example\.com 000001-1 retry: attempt 1 failed "
+        r"\(451 4\.4\.4 .*\); retry in 0\.1 s \(at \d\d:\d\d:\d\d\) <dave@example\.net>"
+    )
+    assert any(re.fullmatch(pattern, line) for line in events), events
+    queued_line = r".* 000001-1 queued: queued as 000001-1 for example\.net <dave@example\.net>"
+    assert any(re.fullmatch(queued_line, line) for line in events)
+    assert any(" 000001-1 bounced: 451 4.4.4 " in line for line in events)
+
+
+def free_port_base(count: int = 10) -> int:
+    """A base with ``count`` ports free right now (TCP and UDP) on 127.0.0.1."""
+    for base in range(20000 + os.getpid() % 1000 * 10, 60000, count):
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(base, base + count):
+                    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                        probe = held.enter_context(socket.socket(socket.AF_INET, kind))
+                        probe.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    pytest.skip("no ten free ports in a row")
+
+
+def test_port_base_gives_every_server_a_fixed_port_and_names_a_taken_one(tmp_path):
+    base = free_port_base()
+    order = ["smtp.example.com", "smtps.example.com", "mx.example.com"]
+    order += ["mx1.example.org", "mx2.example.org"]
+    for _run in range(2):  # the same ports on every start
+        with running_lab("--root", tmp_path / "lab", "--port-base", base) as described:
+            smtp = [s for s in described["servers"] if s["role"] in SMTP_ROLES]
+            assert [(s["host"], s["port"]) for s in smtp] == [
+                (host, base + n) for n, host in enumerate(order)
+            ]
+            assert described["dns"]["port"] == base + 5
+            mailstore = [s for s in described["servers"] if s["role"] not in SMTP_ROLES]
+            assert [(s["role"], s["port"]) for s in mailstore] in (
+                [],  # no Dovecot here
+                [("imap", base + 6), ("imaps", base + 7), ("pop3", base + 8), ("pop3s", base + 9)],
+            )
+            mx = run_cli("dns", "--lab", described["state"], "example.org", "MX")
+            assert mx.returncode == 0  # the DNS answers on its fixed port
+    with socket.create_server(("127.0.0.1", base + 3)):  # someone else has mx1's port
+        refused = run_cli("up", "--root", tmp_path / "lab", "--port-base", base)
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [
+        f"smtplab up: port {base + 3} (mx1.example.org) is in use: Address already in use; "
+        "pick another --port-base"
+    ]
+    assert refused.stdout == ""
+    too_high = run_cli("up", "--port-base", 65530)
+    assert too_high.returncode == 2 and "a port base must be 1 to 65526" in too_high.stderr
+
+
+def test_up_authenticity_signs_with_dkim_and_the_mx_adds_authentication_results(tmp_path):
+    with running_lab("--root", tmp_path / "lab", "--authenticity", "--no-pop-imap") as described:
+        sent = run_cli(
+            *("send", "--lab", described["state"], "--from", "alice@example.com"),
+            *("--to", "bob@example.org", "--subject", "signed"),
+        )
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        wait_for_subject(described, "bob@example.org", "signed")
+        box = mailbox.Maildir(Path(user(described, "bob@example.org")["maildir"]), create=False)
+        (message,) = list(box)
+    assert "d=example.com" in message["DKIM-Signature"]
+    results = message["Authentication-Results"]
+    assert results.startswith("mx1.example.org;")
+    assert "spf=pass" in results and "dkim=pass" in results and "dmarc=pass" in results
+
+
+def test_send_via_takes_smtp_servers_only(cli_lab):
+    server(cli_lab, "imap")
+    sent = run_cli(
+        *("send", "--lab", cli_lab["state"], "--via", "imap.example.com"),
+        *("--from", "alice@example.com", "--to", "bob@example.org"),
+    )
+    assert sent.returncode == 2 and sent.stdout == ""
+    assert sent.stderr.splitlines() == [
+        "smtplab send: --via takes a lab SMTP server, not 'imap.example.com': mx.example.com, "
+        "mx1.example.org, mx2.example.org, smtp.example.com, smtps.example.com"
+    ]
+
+
+def received_date(described, subject: str) -> datetime:
+    wait_for_subject(described, "bob@example.org", subject)
+    box = mailbox.Maildir(Path(user(described, "bob@example.org")["maildir"]), create=False)
+    message = next(m for m in box if m["Subject"] == subject)
+    return parsedate_to_datetime(message["Received"].rpartition(";")[2].strip())
+
+
+def test_up_dates_headers_with_the_real_time_unless_asked_for_the_fixed_clock(tmp_path):
+    for flags, expect_real in (((), True), (("--fixed-clock",), False)):
+        with running_lab("--root", tmp_path / str(expect_real), "--no-pop-imap", *flags) as lab:
+            before = datetime.now(UTC).replace(microsecond=0)
+            submit(lab, "dated")
+            stamp = received_date(lab, "dated")
+            if expect_real:
+                assert before <= stamp <= datetime.now(UTC)
+            else:
+                assert stamp.isoformat().startswith("2026-11-02T09:00:")
+
+
+def all_options(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, command in action.choices.items():
+                yield from ((f"{name} {o}", h) for o, h in all_options(command))
+        elif not isinstance(action, argparse._HelpAction):
+            yield "/".join(action.option_strings) or action.dest, action.help or ""
+
+
+def test_every_option_has_one_line_of_help_with_its_default():
+    shown = run_cli("--help")
+    assert shown.returncode == 0 and "``" not in shown.stdout
+    for option, text in all_options(build_parser()):
+        assert text and "\n" not in text, f"{option} has no help"
+        assert (
+            "default" in text
+            or "required" in text
+            or option.split()[-1]
+            in (
+                "address",  # positional arguments say what they are
+                "name",
+                "type",
+            )
+        ), f"{option}: {text!r} does not say its default"
+    for command in ("up", "send", "fetch", "dns", "queue"):
+        helped = run_cli(command, "--help")
+        assert helped.returncode == 0 and "``" not in helped.stdout
