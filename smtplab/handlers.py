@@ -161,6 +161,11 @@ class MailboxHandler(RoleHandler):
         address: str,
         options: list[str],
     ) -> str:
+        if address.lower() == "postmaster":  # no domain: this server's postmaster (§4.5.1)
+            address = next(
+                (p for d in sorted(self.domains) if (p := f"postmaster@{d}") in self.mailboxes),
+                address,
+            )
         if domain_of(address) not in self.domains:
             return f"554 5.7.1 <{address}>: Relay access denied"
         if address.lower() not in self.mailboxes:

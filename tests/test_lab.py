@@ -149,8 +149,9 @@ def test_describe_is_the_json_contract(lab):
 
 def test_eight_bit_bodies_and_international_addresses_are_declared(lab):
     """RFC 6152 (BODY=8BITMIME) and RFC 6531 (SMTPUTF8) are declared when needed."""
-    cafe = lab.send("alice@example.com", "bob@example.org", "Café", "Un café crème.\n",
-                    via="mx1.example.org")
+    cafe = lab.send(
+        "alice@example.com", "bob@example.org", "Café", "Un café crème.\n", via="mx1.example.org"
+    )
     assert cafe.ok
     assert cafe.transcript.commands[1].line == "MAIL FROM:<alice@example.com> BODY=8BITMIME"
     jose = lab.send("josé@example.com", "bob@example.org", "Hola", "x", via="mx1.example.org")
@@ -160,3 +161,23 @@ def test_eight_bit_bodies_and_international_addresses_are_declared(lab):
     refused = lab.send("josé@example.com", "bob@example.org", "Hola", "x", via="mx1.example.org")
     (outcome,) = refused.outcomes
     assert outcome.code is None and "SMTPUTF8" in outcome.text
+
+
+def test_every_domain_has_a_postmaster_and_a_bare_postmaster_is_accepted(lab):
+    """RFC 5321 §4.5.1: postmaster@ each domain served, and RCPT TO:<Postmaster> with none."""
+    with lab.talk("mx1.example.org") as talk:
+        talk.say("EHLO client.example.com")
+        talk.say("MAIL FROM:<alice@example.com>")
+        assert str(talk.say("RCPT TO:<Postmaster>")).startswith("250 ")
+        assert str(talk.say("DATA")).startswith("354 ")
+        assert str(talk.say("Subject: for the postmaster\r\n\r\nHi\r\n.")).startswith("250 ")
+        talk.say("QUIT")
+    (kept,) = lab.mailbox("postmaster@example.org")
+    assert (
+        kept.subject == "for the postmaster"
+        and "for <postmaster@example.org>" in kept.message["Received"]
+    )
+    assert {u.address for u in lab.world.users} >= {
+        "postmaster@example.com",
+        "postmaster@example.org",
+    }
