@@ -243,6 +243,7 @@ class DeliveryQueue:
         """Keep all mail where it is until :meth:`release`: no attempts, no expiry, no bounce.
 
         An attempt already under way finishes; what it could not deliver is held too.
+        Every waiting message gets a ``held`` step, also when the queue was held already.
         """
         with self._holding:
             with self._wake:
