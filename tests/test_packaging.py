@@ -78,6 +78,26 @@ def test_postbuild_installs_package_without_dependencies() -> None:
     assert any({"pip", "install", "--no-deps", "."} <= set(cmd) for cmd in commands)
 
 
+def _ci_packages() -> set[str]:
+    """The Debian packages .ci/run names in its `needs` table."""
+    text = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    table = re.search(r"^needs=\((.*?)^\)", text, re.MULTILINE | re.DOTALL)
+    assert table, ".ci/run has no needs=( ... ) table"
+    return set(re.findall(r'^\s*"([a-z0-9][a-z0-9.+-]*)\s', table.group(1), re.MULTILINE))
+
+
+def test_ci_installs_every_package_binder_installs() -> None:
+    """CI tests with what Binder users get (apt.txt), and more."""
+    apt = {line.partition("#")[0].strip() for line in (ROOT / "apt.txt").read_text().splitlines()}
+    assert {"swaks", "libnet-ssleay-perl", "chromium"} <= _ci_packages()
+    assert apt - {""} <= _ci_packages()
+
+
+def test_github_workflow_runs_the_ci_script() -> None:
+    workflow = (ROOT / ".github" / "workflows" / "ci.yml").read_text(encoding="utf-8")
+    assert re.search(r"^\s*run:\s*bash \.ci/run\s*$", workflow, re.MULTILINE)
+
+
 def test_ci_script_runs_make_test() -> None:
     text = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert re.search(r"^\s*(?:exec\s+)?make\s+test\s*$", text, re.MULTILINE)
