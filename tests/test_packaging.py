@@ -109,6 +109,17 @@ def test_postbuild_installs_package_without_dependencies() -> None:
     assert any({"pip", "install", "--no-deps", "."} <= set(cmd) for cmd in _lines("postBuild"))
 
 
+def test_binder_installs_the_jupyterlab_settings_make_lab_uses() -> None:
+    """The same overrides.json, where Binder's JupyterLab reads its defaults."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    found = re.search(r"^LAB_SETTINGS\s*:?=\s*\$\(CURDIR\)/(\S+)\s*$", makefile, re.MULTILINE)
+    assert found, "the Makefile names no LAB_SETTINGS folder"
+    overrides = f"{found.group(1)}/overrides.json"
+    assert (ROOT / overrides).is_file()
+    target = "${NB_PYTHON_PREFIX}/share/jupyter/lab/settings/"
+    assert ["cp", overrides, target] in _lines("postBuild")
+
+
 def _ci_packages() -> set[str]:
     """The Debian packages .ci/run names in its `needs` table."""
     text = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
