@@ -96,7 +96,7 @@ class JupyterServer:
     """``command`` (a Jupyter server's command line) run in ``cwd``, on a free port of 127.0.0.1."""
 
     def __init__(self, command: list[str], cwd: Path, state: Path, frontend: str = "lab"):
-        self.root = cwd
+        self.cwd = cwd
         self.frontend = frontend
         self.token = secrets.token_hex(16)
         self.port = 0
@@ -157,7 +157,7 @@ class JupyterServer:
     def start(self) -> JupyterServer:
         self.process = subprocess.Popen(
             self.command,
-            cwd=self.root,
+            cwd=self.cwd,
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
