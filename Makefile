@@ -15,8 +15,15 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: lab test bench notebooks clean
 
+# JupyterLab with the settings the project ships in jupyter/settings/ (overrides.json:
+# no "news?" pop-up, no update check; Binder's postBuild installs the same file), and
+# --allow-root when run as root (containers, CI runners), which Jupyter otherwise refuses.
+# tests/browser_helpers.py starts its servers with this same command line (make -n lab).
+LAB_SETTINGS := $(CURDIR)/jupyter/settings
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: $(VENV)/.stamp-lab
-	$(BIN)/jupyter lab notebooks/00-index.ipynb --ServerApp.ip=127.0.0.1
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 '--LabServerApp.app_settings_dir=$(LAB_SETTINGS)' $(ALLOW_ROOT) notebooks/00-index.ipynb
 
 test: $(VENV)/.stamp-test
 	$(BIN)/ruff check .

@@ -2,12 +2,17 @@
 
 Theory of operation
 -------------------
-:class:`JupyterServer` starts ``jupyter lab`` (or Notebook 7) from this
-Python, on 127.0.0.1, port 0 (the OS picks a free port, so there is no race
-with other tests), with a random token and throw-away config, runtime and
-settings folders. It reads the server's log on a thread and is ready when the
-log says where it listens: no polling, no sleeps. :meth:`JupyterServer.stop`
-asks the server to shut down (which stops its kernels) and waits for it.
+:class:`JupyterServer` runs the command line ``make lab`` runs (read with
+``make -n lab`` for this Python's environment, so the tests see the project's
+shipped JupyterLab settings and ``--allow-root`` exactly as a user does) on
+port 0 (the OS picks a free port, so there is no race with other tests), with a
+random token and throw-away config, runtime and settings folders.
+:meth:`JupyterServer.for_browser` serves a test's folder instead of opening the
+index chapter, in JupyterLab or Notebook 7. The server's log is read on a
+thread; it is ready when the log says where it listens and the port accepts
+connections (Jupyter Server logs its URL just before it binds).
+:meth:`JupyterServer.stop` asks the server to shut down (which stops its
+kernels) and waits for it.
 
 In the page, the app is exposed as ``window.jupyterapp``
 (``expose_app_in_browser``); the helpers wait on its real state: the
@@ -18,23 +23,25 @@ can be dropped silently, which is why there is no fixed sleep anywhere.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import re
 import secrets
+import shlex
+import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import nbformat
 
+ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
 LISTENING = re.compile(r"http://127\.0\.0\.1:(\d+)/")
@@ -68,47 +75,40 @@ def write_notebook(path: Path, cells: list[str]) -> Path:
     return path
 
 
-class JupyterServer:
-    """``jupyter lab`` (``frontend="lab"``) or Notebook 7 (``"notebook"``) serving ``root``."""
+def make_lab_command() -> list[str]:
+    """The command line ``make lab`` runs, for the environment of this Python (``make -n``)."""
+    # Not a make inside `make test`: its MAKEFLAGS could say -j, -k or -n, and its
+    # MAKELEVEL makes make print "Entering directory".
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
+    done = subprocess.run(
+        ["make", "-n", "--no-print-directory", "lab", f"VENV={sys.prefix}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    # -n prints what would run; the set-up steps (if the venv is out of date) come first.
+    return shlex.split(done.stdout.strip().splitlines()[-1])
 
-    def __init__(self, root: Path, state: Path, frontend: str = "lab"):
-        self.root = root
+
+class JupyterServer:
+    """``command`` (a Jupyter server's command line) run in ``cwd``, on a free port of 127.0.0.1."""
+
+    def __init__(self, command: list[str], cwd: Path, state: Path, frontend: str = "lab"):
+        self.cwd = cwd
         self.frontend = frontend
         self.token = secrets.token_hex(16)
         self.port = 0
         self.log: list[str] = []
         self._lines: queue.Queue[str | None] = queue.Queue()
-        app = "JupyterNotebookApp" if frontend == "notebook" else "LabApp"
-        settings = state / "settings"
-        (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True, exist_ok=True)
-        # No "would you like news?" prompt covering the page.
-        (
-            settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
-        ).write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
         self.command = [
-            sys.executable,
-            "-m",
-            "notebook" if frontend == "notebook" else "jupyterlab",
+            *command,
             "--no-browser",
-            "--ServerApp.open_browser=False",
-            "--ServerApp.ip=127.0.0.1",
             "--ServerApp.port=0",
             "--ServerApp.port_retries=0",
             f"--IdentityProvider.token={self.token}",
-            f"--ServerApp.root_dir={root}",
-            "--ServerApp.terminals_enabled=False",
-            f"--{app}.expose_app_in_browser=True",
-            f"--{app}.user_settings_dir={settings}",
-            f"--{app}.workspaces_dir={state / 'workspaces'}",
         ]
-        if frontend == "lab":  # nothing from the Internet: no extension index, updates, news
-            self.command += [
-                "--LabApp.extension_manager=readonly",
-                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-                "--LabApp.news_url=",
-            ]
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            self.command.append("--allow-root")
         self.env = {
             **os.environ,
             "JUPYTER_PLATFORM_DIRS": "1",
@@ -119,6 +119,32 @@ class JupyterServer:
             "PYTHONUNBUFFERED": "1",
         }
         self.process: subprocess.Popen[str] | None = None
+
+    @classmethod
+    def for_browser(cls, root: Path, state: Path, frontend: str = "lab") -> JupyterServer:
+        """``make lab``'s server in JupyterLab (``"lab"``) or Notebook 7 (``"notebook"``),
+        serving ``root`` rather than opening the index chapter, with the app exposed to the
+        page and throw-away user settings and workspaces."""
+        jupyter, _lab, *rest = make_lab_command()
+        options = [arg for arg in rest if arg.startswith("-")]  # not the chapter it opens
+        app = "JupyterNotebookApp" if frontend == "notebook" else "LabApp"
+        command = [
+            jupyter,
+            frontend,
+            *options,
+            f"--ServerApp.root_dir={root}",
+            "--ServerApp.terminals_enabled=False",
+            f"--{app}.expose_app_in_browser=True",
+            f"--{app}.user_settings_dir={state / 'settings'}",
+            f"--{app}.workspaces_dir={state / 'workspaces'}",
+        ]
+        if frontend == "lab":  # nothing from the Internet: no extension index, updates, news
+            command += [
+                "--LabApp.extension_manager=readonly",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                "--LabApp.news_url=",
+            ]
+        return cls(command, root, state, frontend)
 
     @property
     def url(self) -> str:
@@ -131,7 +157,7 @@ class JupyterServer:
     def start(self) -> JupyterServer:
         self.process = subprocess.Popen(
             self.command,
-            cwd=self.root,
+            cwd=self.cwd,
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -156,7 +182,25 @@ class JupyterServer:
             found = LISTENING.search(line)
             if found:
                 self.port = int(found.group(1))
+                self._wait_until_accepting(deadline)
                 return self
+
+    def _wait_until_accepting(self, deadline: float) -> None:
+        """Jupyter Server logs its URL before its event loop binds the port: wait for that."""
+        assert self.process is not None
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"jupyter exited before listening:\n{self.tail()}") from None
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise TimeoutError(
+                        f"jupyter did not listen in {START_TIMEOUT} s:\n{self.tail()}"
+                    ) from None
+                time.sleep(0.02)
 
     def _read_log(self) -> None:
         assert self.process is not None and self.process.stdout is not None
@@ -198,12 +242,18 @@ class JupyterServer:
 
 
 @contextmanager
-def jupyter_server(root: Path, state: Path, frontend: str = "lab") -> Iterator[JupyterServer]:
-    server = JupyterServer(root, state, frontend)
+def running(server: JupyterServer) -> Iterator[JupyterServer]:
     try:
         yield server.start()
     finally:
         server.stop()
+
+
+def jupyter_server(
+    root: Path, state: Path, frontend: str = "lab"
+) -> AbstractContextManager[JupyterServer]:
+    """A browser test's server (:meth:`JupyterServer.for_browser`), stopped at the end."""
+    return running(JupyterServer.for_browser(root, state, frontend))
 
 
 def run_notebook(page: Any, server: JupyterServer, name: str, timeout_ms: int = 60_000) -> None:

@@ -164,3 +164,14 @@ def test_a_wrong_address_is_explained_beside_the_to_field(dashboard_page: Shown)
     middle = error_box["y"] + error_box["height"] / 2
     assert to_box["y"] <= middle <= to_box["y"] + to_box["height"]  # …on the same row
     shoot(dashboard_page, "invalid-address")
+
+
+def test_no_notification_covers_the_page_no_news_question_no_update(dashboard_page: Shown):
+    """The shipped settings (jupyter/settings/overrides.json) keep JupyterLab's toasts away.
+
+    Without them JupyterLab asks "Would you like to get notified about official
+    Jupyter news?" in a toast that stays until answered, emitted as soon as the
+    app is restored: long before this page's kernel started and ran the notebook.
+    """
+    toasts = dashboard_page.page.locator(".Toastify__toast")
+    assert toasts.all_inner_texts() == []

@@ -18,21 +18,26 @@ ROOT = Path(__file__).resolve().parents[1]
 CONDA_ONLY = {"python", "pip"}
 
 _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(.*)$")
+_CLAUSE = re.compile(r"(>=|<=|==|!=|~=|<|>)\s*([^,\s]+)")
+# What Binder adds from the `test` extra, so a Binder terminal can validate the notebooks.
+BINDER_VALIDATION = {"pytest", "nbval"}
 
 
 def _normalise(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
-def _lower_bounds(requirements: list[str]) -> dict[str, str | None]:
-    """Map each normalised name to its `>=` lower bound (None when unbounded)."""
-    bounds: dict[str, str | None] = {}
+def _bounds(requirements: list[str]) -> dict[str, dict[str, str]]:
+    """Map each normalised name to its version bounds, e.g. {">=": "1.4.6", "<": "1.5"}."""
+    bounds: dict[str, dict[str, str]] = {}
     for requirement in requirements:
         match = _REQUIREMENT.match(requirement.split(";")[0])
         assert match, f"cannot parse requirement {requirement!r}"
         name, spec = match.groups()
-        lower = re.search(r">=\s*([^,\s]+)", spec)
-        bounds[_normalise(name)] = lower.group(1) if lower else None
+        clauses = [clause.strip() for clause in spec.split(",") if clause.strip()]
+        parsed = [_CLAUSE.fullmatch(clause) for clause in clauses]
+        assert all(parsed), f"cannot parse the version bounds of {requirement!r}"
+        bounds[_normalise(name)] = {m.group(1): m.group(2) for m in parsed if m}
     return bounds
 
 
@@ -54,15 +59,39 @@ def _conda_dependencies(text: str) -> list[str]:
     return items
 
 
-def test_runtime_dependencies_match_binder_environment() -> None:
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    pip_bounds = _lower_bounds(pyproject["project"]["dependencies"])
-    conda_items = _conda_dependencies((ROOT / "environment.yml").read_text(encoding="utf-8"))
-    conda_bounds = {
-        name: bound for name, bound in _lower_bounds(conda_items).items() if name not in CONDA_ONLY
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def _binder_bounds() -> dict[str, dict[str, str]]:
+    items = _conda_dependencies((ROOT / "environment.yml").read_text(encoding="utf-8"))
+    # Conda's own pins (python=3.11) are not pip requirements.
+    return _bounds([item for item in items if re.split(r"[=<>!~\s]", item)[0] not in CONDA_ONLY])
+
+
+def test_binder_environment_has_the_runtime_dependencies_with_the_same_bounds() -> None:
+    project = _pyproject()["project"]
+    runtime = _bounds(project["dependencies"])
+    assert runtime, "pyproject.toml lists no runtime dependencies"
+    test_extra = _bounds(project["optional-dependencies"]["test"])
+    assert _binder_bounds() == runtime | {name: test_extra[name] for name in BINDER_VALIDATION}
+
+
+def test_aiosmtpd_is_held_to_the_tested_minor_series() -> None:
+    """smtplab/server.py relies on aiosmtpd's private names (tests/test_aiosmtpd_canary.py)."""
+    assert _bounds(_pyproject()["project"]["dependencies"])["aiosmtpd"] == {
+        ">=": "1.4.6",
+        "<": "1.5",
     }
-    assert pip_bounds, "pyproject.toml lists no runtime dependencies"
-    assert conda_bounds == pip_bounds
+
+
+def test_bounds_are_read_with_their_upper_limits() -> None:
+    assert _bounds(["a>=1.4.6,<1.5", "b >= 2", "c[x]", "d==1.0; python_version < '3.12'"]) == {
+        "a": {">=": "1.4.6", "<": "1.5"},
+        "b": {">=": "2"},
+        "c": {},
+        "d": {"==": "1.0"},
+    }
 
 
 def test_environment_pins_python_311() -> None:
@@ -70,12 +99,45 @@ def test_environment_pins_python_311() -> None:
     assert "python=3.11" in items
 
 
+def _lines(name: str) -> list[list[str]]:
+    """A shell file's lines as words, comments dropped."""
+    text = (ROOT / name).read_text(encoding="utf-8")
+    return [shlex.split(line, comments=True) for line in text.splitlines()]
+
+
 def test_postbuild_installs_package_without_dependencies() -> None:
-    commands = [
-        shlex.split(line, comments=True)
-        for line in (ROOT / "postBuild").read_text(encoding="utf-8").splitlines()
-    ]
-    assert any({"pip", "install", "--no-deps", "."} <= set(cmd) for cmd in commands)
+    assert any({"pip", "install", "--no-deps", "."} <= set(cmd) for cmd in _lines("postBuild"))
+
+
+def test_binder_installs_the_jupyterlab_settings_make_lab_uses() -> None:
+    """The same overrides.json, where Binder's JupyterLab reads its defaults."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    found = re.search(r"^LAB_SETTINGS\s*:?=\s*\$\(CURDIR\)/(\S+)\s*$", makefile, re.MULTILINE)
+    assert found, "the Makefile names no LAB_SETTINGS folder"
+    overrides = f"{found.group(1)}/overrides.json"
+    assert (ROOT / overrides).is_file()
+    target = "${NB_PYTHON_PREFIX}/share/jupyter/lab/settings/"
+    assert ["cp", overrides, target] in _lines("postBuild")
+
+
+def _ci_packages() -> set[str]:
+    """The Debian packages .ci/run names in its `needs` table."""
+    text = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    table = re.search(r"^needs=\((.*?)^\)", text, re.MULTILINE | re.DOTALL)
+    assert table, ".ci/run has no needs=( ... ) table"
+    return set(re.findall(r'^\s*"([a-z0-9][a-z0-9.+-]*)\s', table.group(1), re.MULTILINE))
+
+
+def test_ci_installs_every_package_binder_installs() -> None:
+    """CI tests with what Binder users get (apt.txt), and more."""
+    apt = {line.partition("#")[0].strip() for line in (ROOT / "apt.txt").read_text().splitlines()}
+    assert {"swaks", "libnet-ssleay-perl", "chromium"} <= _ci_packages()
+    assert apt - {""} <= _ci_packages()
+
+
+def test_github_workflow_runs_the_ci_script() -> None:
+    workflow = (ROOT / ".github" / "workflows" / "ci.yml").read_text(encoding="utf-8")
+    assert re.search(r"^\s*run:\s*bash \.ci/run\s*$", workflow, re.MULTILINE)
 
 
 def test_ci_script_runs_make_test() -> None:
