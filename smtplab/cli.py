@@ -44,7 +44,7 @@ from smtplab.compose import InvalidInput, build_message, check_address
 from smtplab.lab import Lab
 from smtplab.retrieval import fetch_mailbox
 from smtplab.wire import WireLog
-from smtplab.world import Domain, ServerSpec, User, World
+from smtplab.world import Domain, ServerSpec, User, World, check_user_address
 
 STATE_FILE = "lab.json"
 ROLES = ("mx", "submission", "submissions", "relay")
@@ -90,7 +90,7 @@ def world_from_data(data: dict[str, Any]) -> World:
             if not isinstance(user, dict):
                 raise CLIError(f"{here} must be a table/object")
             try:
-                address = check_address(here, need(user, "address", str, here)).lower()
+                address = check_user_address(here, need(user, "address", str, here)).lower()
             except InvalidInput as error:
                 raise CLIError(str(error)) from None
             if address.rpartition("@")[2] != name:
@@ -537,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except CLIError as error:
+    except (CLIError, InvalidInput) as error:
         print(f"smtplab {args.command}: {error}", file=sys.stderr)
         return 2
 

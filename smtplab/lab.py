@@ -49,6 +49,7 @@ from smtplab.labdns import LabDNSServer, RecordStore, make_resolver
 from smtplab.maildir import Mailbox, Maildir
 from smtplab.mx import Route, resolve_route
 from smtplab.outbound import DeliveryQueue, Hop, RetryPolicy
+from smtplab.paths import inside
 from smtplab.protocol import message_id_of
 from smtplab.retrieval import FetchResult, Protocol, TLSMode, fetch_mailbox
 from smtplab.server import LAB_EXTENSIONS, LabController
@@ -264,7 +265,8 @@ class Lab:
         self._folder = None if root else tempfile.TemporaryDirectory(prefix=f"smtplab-{name}-")
         self.root = Path(root or self._folder.name)  # type: ignore[union-attr]
         self.maildirs = {
-            user.address: Maildir(self.root / "mail" / user.address) for user in self.world.users
+            user.address: Maildir(inside(self.root, "mail", user.address, field="user"))
+            for user in self.world.users
         }
         self._rng = random.Random(seed)
         self._routes: dict[str, tuple[int, Route]] = {}
@@ -330,7 +332,7 @@ class Lab:
             return LabServer(spec, handler, self.journal, tls_context=tls, **common)
         queue = DeliveryQueue(
             spec.host,
-            Spool(self.root / "spool" / spec.host),
+            Spool(inside(self.root, "spool", spec.host, field="host")),
             Hop(self._queue_route, self._port_of, self._is_mailbox_host),
             journeys=self.journeys,
             journal=self.journal,

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
+from smtplab.paths import inside
+
 _deliveries = itertools.count(1)
 _last_stamp = 0  # microseconds of the newest name this process made
 _name_lock = threading.Lock()
@@ -154,7 +156,7 @@ class Maildir:
 
     def folder(self, name: str) -> Maildir:
         """A subfolder such as ``Junk``: a Maildir of its own at ``.Junk`` (Maildir++)."""
-        return Maildir(self.path / f".{name}")
+        return Maildir(inside(self.path, f".{name}", field="folder"))
 
     def messages(self) -> list[StoredMessage]:
         """Every delivered message, oldest first (keys sort in delivery order)."""

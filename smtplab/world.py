@@ -8,8 +8,12 @@ appear in a transcript.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from smtplab.compose import InvalidInput, check_address
+from smtplab.protocol import parse_path
 
 #: Where every lab server listens: nothing in a lab faces a network (Binder blocks
 #: outbound port 25, and a lab must never send mail to the Internet).
@@ -22,6 +26,34 @@ def server_listing(role: str, host: str, port: int, domains: tuple[str, ...]) ->
     """One server as ``smtplab up --json`` lists it; scripts rely on these keys (add, never
     rename)."""
     return {"role": role, "host": host, "address": LOOPBACK, "port": port, "domains": list(domains)}
+
+
+def check_user_address(field: str, address: str) -> str:
+    """A lab user's address, stripped, or InvalidInput saying what is wrong with it.
+
+    The address names the user's Maildir folder (``ROOT/mail/ADDRESS``) and
+    Dovecot home, so beyond being an address it must be one harmless file name:
+    a local part that is an RFC 5321 §4.1.2 Dot-string (no leading, trailing or
+    doubled dot, so never a ``..`` segment), no ``/`` or ``\\``, and no
+    control, format or surrogate characters (NUL, ESC, bidi overrides, lone
+    surrogates that no file system can store).
+    """
+    address = check_address(field, address)
+    for char in address:
+        if char in "/\\":
+            raise InvalidInput(field, f"{address!r}: a lab user's address cannot hold {char!r}")
+        if unicodedata.category(char) in ("Cc", "Cf", "Cs"):
+            raise InvalidInput(
+                field, f"{address!r}: a lab user's address cannot hold the character {char!r}"
+            )
+    parsed = parse_path(f"<{address}>")
+    if parsed is None or parsed[0] != address or parsed[1].startswith('"'):
+        raise InvalidInput(
+            field,
+            f"{address!r}: the part before @ must be dot-separated words "
+            "(no dot at either end, no '..')",
+        )
+    return address
 
 
 @dataclass(frozen=True)
@@ -61,6 +93,9 @@ class World:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "users", tuple(u for d in self.domains for u in d.users))
+        for i, domain in enumerate(self.domains):
+            for j, user in enumerate(domain.users):
+                check_user_address(f"domains[{i}].users[{j}]", user.address)
 
     def domain(self, name: str) -> Domain | None:
         return next((d for d in self.domains if d.name == name.lower()), None)

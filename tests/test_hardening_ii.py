@@ -9,6 +9,7 @@ lists every case with its test id (checked by ``tests/test_hardening.py``).
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from smtplab import Lab
+from smtplab import InvalidInput, Lab
+from smtplab.world import Domain, ServerSpec, User, World
 
 TESTS = Path(__file__).parent
 
@@ -81,3 +83,96 @@ def test_a_delivery_never_replaces_a_message_that_has_its_name(tmp_path, monkeyp
     assert [m.subject for m in box.messages()] == ["first", "second"]
     assert list((tmp_path / "box" / "tmp").iterdir()) == []
 
+
+# -- paths outside the root ------------------------------------------------------------------------
+def escaping_addresses(tmp_path: Path) -> list[str]:
+    """User addresses that, as folder names, lead out of the lab's root (all within tmp_path)."""
+    return ["../../outside@example.org", f"{tmp_path}/abs/path@example.org"]
+
+
+def world_with_user(address: str) -> dict:
+    return {
+        "domains": [
+            {
+                "name": "example.org",
+                "mx": [[10, "mx.example.org"]],
+                "users": [
+                    {"address": "bob@example.org", "password": "pw"},
+                    {"address": address, "password": "pw"},
+                ],
+            }
+        ],
+        "servers": [{"host": "mx.example.org", "role": "mx", "domains": ["example.org"]}],
+    }
+
+
+def everything_under(folder: Path) -> set[Path]:
+    return set(folder.rglob("*"))
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["dot-dot", "absolute"])
+def test_a_world_file_user_that_would_leave_the_root_is_refused_in_one_line(tmp_path, which):
+    """``smtplab up --world``: exit status 2, one line naming the field; nothing is written."""
+    address = escaping_addresses(tmp_path)[which]
+    world = tmp_path / "world.json"
+    world.write_text(json.dumps(world_with_user(address)))
+    root = tmp_path / "deep" / "er" / "root"
+    before = everything_under(tmp_path)
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "smtplab.cli",
+                "up",
+                "--no-pop-imap",
+                "--json",
+                "--world",
+                str(world),
+                "--root",
+                str(root),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("smtplab up started a lab with a user outside its root")
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("smtplab up: domains[0].users[1]: ") and "'/'" in line, line
+    assert done.stdout == ""
+    created = everything_under(tmp_path) - before
+    assert all(path.is_relative_to(root) for path in created), created
+
+
+def test_a_lab_user_that_would_leave_the_root_is_refused_by_the_world(tmp_path):
+    """``Lab(World(...))``: InvalidInput (a ValueError) naming the user, before anything runs."""
+    for address in [*escaping_addresses(tmp_path), "a\0b@example.org", "..@example.org"]:
+        with pytest.raises(InvalidInput, match=r"^domains\[0\]\.users\[0\]: ") as refused:
+            World(
+                (Domain("example.org", (User(address, "pw"),), ((10, "mx.example.org"),)),),
+                (ServerSpec("mx.example.org", "mx", ("example.org",)),),
+            )
+        assert isinstance(refused.value, ValueError) and repr(address) in str(refused.value)
+    assert not (tmp_path / "abs").exists()
+
+
+def test_every_path_the_lab_makes_from_a_name_stays_under_its_root(tmp_path):
+    """A queue or Maildir folder that is a link out of the root, or a Maildir++ folder name
+    that leads out, is refused (InvalidInput naming it) instead of followed."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    outside.mkdir()
+    for planted in ("mail/bob@example.org", "spool/smtp.example.com"):
+        link = root / planted
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(outside, target_is_directory=True)
+        with pytest.raises(InvalidInput, match=r"^(host|user): .* would lead outside "):
+            Lab(name="escaping-link", root=root)
+        link.unlink()
+    with Lab(name="escaping-folder", root=root) as lab:
+        for folder in ("../../../../outside", "/x", "."):
+            with pytest.raises(InvalidInput, match=r"^folder: "):
+                lab.mailbox("bob@example.org", folder=folder)
+    assert list(outside.iterdir()) == []
+    assert {p.name for p in tmp_path.iterdir()} == {"root", "outside"}
