@@ -44,7 +44,14 @@ from smtplab.compose import InvalidInput, build_message, check_address
 from smtplab.lab import Lab
 from smtplab.retrieval import fetch_mailbox
 from smtplab.wire import WireLog
-from smtplab.world import Domain, ServerSpec, User, World, check_user_address
+from smtplab.world import (
+    Domain,
+    ServerSpec,
+    User,
+    World,
+    check_password,
+    check_user_address,
+)
 
 STATE_FILE = "lab.json"
 ROLES = ("mx", "submission", "submissions", "relay")
@@ -91,11 +98,12 @@ def world_from_data(data: dict[str, Any]) -> World:
                 raise CLIError(f"{here} must be a table/object")
             try:
                 address = check_user_address(here, need(user, "address", str, here)).lower()
+                password = check_password(f"{here}.password", need(user, "password", str, here))
             except InvalidInput as error:
                 raise CLIError(str(error)) from None
             if address.rpartition("@")[2] != name:
                 raise CLIError(f"{here}: {address} is not in the domain {name}")
-            users.append(User(address, need(user, "password", str, here)))
+            users.append(User(address, password))
         mx = []
         for j, record in enumerate(item.get("mx", [])):
             if (

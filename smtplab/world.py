@@ -56,6 +56,26 @@ def check_user_address(field: str, address: str) -> str:
     return address
 
 
+def check_password(field: str, password: str) -> str:
+    """A lab password, or InvalidInput: printable US-ASCII (space included), nothing else.
+
+    Every client must be able to send it. A line break cannot be: POP3's PASS
+    takes the rest of one line (RFC 1939 §3, §7) and an IMAP quoted string holds no
+    CR or LF (RFC 9051 §4.3), so it would break the lab's own LOGIN; SASL PLAIN
+    forbids NUL (RFC 4616 §2); and the lab's clients (smtplib, imaplib) send
+    ASCII only. No mail program lets a reader type such a password either.
+    """
+    if not isinstance(password, str):
+        raise InvalidInput(field, f"must be text, not {type(password).__name__}")
+    bad = next((c for c in password if not " " <= c <= "~"), None)
+    if bad is not None:
+        raise InvalidInput(
+            field,
+            f"a lab password is printable US-ASCII; it holds {bad!r}, which clients cannot send",
+        )
+    return password
+
+
 @dataclass(frozen=True)
 class User:
     address: str
@@ -96,6 +116,7 @@ class World:
         for i, domain in enumerate(self.domains):
             for j, user in enumerate(domain.users):
                 check_user_address(f"domains[{i}].users[{j}]", user.address)
+                check_password(f"domains[{i}].users[{j}].password", user.password)
 
     def domain(self, name: str) -> Domain | None:
         return next((d for d in self.domains if d.name == name.lower()), None)

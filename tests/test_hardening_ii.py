@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from smtplab import InvalidInput, Lab
-from smtplab.world import Domain, ServerSpec, User, World
+from smtplab.world import Domain, ServerSpec, User, World, default_world
 
 TESTS = Path(__file__).parent
 
@@ -67,7 +67,6 @@ def test_two_labs_with_the_same_pid_never_overwrite_each_others_mail(tmp_path):
         messages = lab.mailbox("bob@example.org")
         assert [m.subject for m in messages] == ["first", "second"]  # both, oldest first
         assert len({m.key for m in messages}) == 2
-
 
 
 def test_a_delivery_never_replaces_a_message_that_has_its_name(tmp_path, monkeypatch):
@@ -176,3 +175,66 @@ def test_every_path_the_lab_makes_from_a_name_stays_under_its_root(tmp_path):
                 lab.mailbox("bob@example.org", folder=folder)
     assert list(outside.iterdir()) == []
     assert {p.name for p in tmp_path.iterdir()} == {"root", "outside"}
+
+
+SENDER = "alice@example.com"
+
+# -- POP3 and IMAP (Dovecot) -----------------------------------------------------------------------
+needs_dovecot = pytest.mark.skipif(
+    __import__("smtplab.dovecot").dovecot.find_dovecot() is None,
+    reason="needs Dovecot (apt-get install dovecot-imapd dovecot-pop3d)",
+)
+#: Local parts with characters Dovecot treats specially: %-variables (%u, %h, %d),
+#: characters outside its default auth_username_chars, IMAP list wildcards and braces.
+ODD_USERS = {
+    "a%u@example.org": "pct-u-pw",
+    "h%h@example.org": "pct-h-pw",
+    "b+tag@example.org": "plus-pw",
+    "q*{x}~@example.org": "brace-pw",
+    "o'brien@example.org": "apostrophe-pw",  # Dovecot escapes ' before its passwd-file lookup
+    "all!#$&*+-=?^_`{|}~@example.org": "atext-pw",  # every atext but "/" (see check_user_address)
+    "quote@example.org": 'pa"ss\\word',  # quoted-specials in the password (RFC 9051 §4.3)
+}
+
+
+@needs_dovecot
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_a_lab_user_with_percent_or_other_atext_reads_mail_over_imap_and_pop3(protocol):
+    """RFC 5321 §4.1.2 atext ('%', '+', '*', '{', '~') in a lab user's local part, and
+    quoted-specials in a password: Dovecot logs them in (no %-expansion, no username
+    filter) and the lab's IMAP client sends LOGIN's userid as a quoted string where an
+    atom cannot carry it (RFC 9051 §6.2.3, §9 astring)."""
+    base = default_world()
+    users = (User("bob@example.org", "bob-lab-pw"), *(User(a, p) for a, p in ODD_USERS.items()))
+    world = World((base.domains[0], Domain("example.org", users, base.domains[1].mx)), base.servers)
+    with Lab(world, name=f"odd-users-{protocol}", retrieval=True) as lab:
+        result = lab.send(SENDER, list(ODD_USERS), "for odd names", "x", via="mx1.example.org")
+        assert result.ok, result.summary()
+        for address in ODD_USERS:
+            fetched = lab.fetch(address, protocol)
+            assert fetched.ok, (address, fetched.error)
+            assert [m.subject for m in fetched] == ["for odd names"], address
+
+
+@pytest.mark.parametrize("password", ["line\nbreak", "cr\rlf", "nul\0", "tab\t", "pässwort"])
+def test_a_lab_password_no_client_can_send_is_refused_in_the_world(tmp_path, password):
+    """RFC 1939 §3, §7 (POP3 PASS is one line), RFC 9051 §4.3 (no CR or LF in an IMAP quoted
+    string), RFC 4616 §2 (no NUL in PLAIN): such a password would break the lab's own LOGIN,
+    so the world refuses it, naming the field; ``smtplab up`` in one line, exit status 2."""
+    base = default_world()
+    users = (*base.domains[1].users, User("nl@example.org", password))
+    with pytest.raises(InvalidInput, match=r"^domains\[1\]\.users\[2\]\.password: "):
+        World((base.domains[0], Domain("example.org", users, base.domains[1].mx)), base.servers)
+    world = tmp_path / "world.json"
+    data = world_with_user("nl@example.org")
+    data["domains"][0]["users"][1]["password"] = password
+    world.write_text(json.dumps(data))
+    done = subprocess.run(
+        [sys.executable, "-m", "smtplab.cli", "up", "--no-pop-imap", "--world", str(world)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("smtplab up: domains[0].users[1].password: a lab password is"), line
