@@ -36,7 +36,13 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from smtplab.client import Outcome, RecordingClient, open_session, opportunistic_tls, transact
 from smtplab.clock import LabClock
-from smtplab.compose import InvalidInput, address_list, build_message, check_address
+from smtplab.compose import (
+    InvalidInput,
+    address_list,
+    build_message,
+    check_address,
+    check_parameter_words,
+)
 from smtplab.conversation import Conversation
 from smtplab.dovecot import Dovecot, MailstoreUnavailable
 from smtplab.dovecot import for_lab as dovecot_for_lab
@@ -57,7 +63,14 @@ from smtplab.spool import Spool
 from smtplab.tlsca import Eavesdropper, LabCA
 from smtplab.transcript import Transcript
 from smtplab.wire import WireLog
-from smtplab.world import LOOPBACK, ServerSpec, World, default_world, server_listing
+from smtplab.world import (
+    LOOPBACK,
+    ServerSpec,
+    World,
+    check_password,
+    default_world,
+    server_listing,
+)
 
 MAX_MESSAGE_SIZE = 10 * 1024 * 1024
 SESSION_TIMEOUT = 60.0
@@ -493,8 +506,11 @@ class Lab:
         NEVER) and ``ret`` ("FULL" or "HDRS") what they return. ``message``
         replaces the built message (an EmailMessage or raw bytes).
         ``attachments`` are ``(filename, content, "type/subtype")`` triples added
-        to the built message (multipart/mixed, RFC 2046). The result's
-        ``journey`` follows the message on from there.
+        to the built message (multipart/mixed, RFC 2046). ``headers`` adds header
+        fields (names as RFC 5322 §2.2 allows; not the fields lab.send writes
+        itself, nor a second Reply-To or References). Anything unusable raises
+        InvalidInput naming the argument, before a connection is opened. The
+        result's ``journey`` follows the message on from there.
         """
         sender = check_address("from", sender)
         to, cc_list, bcc_list = (
@@ -505,6 +521,14 @@ class Lab:
         envelope = to + cc_list + bcc_list
         if not envelope:
             raise InvalidInput("to", "at least one recipient is required")
+        notify = check_parameter_words("notify", notify)
+        ret = check_parameter_words("ret", ret)[0] if ret is not None else None
+        if password is not None:
+            check_password("password", password)
+        if via is not None and via not in self.servers:
+            raise InvalidInput("via", f"no lab server named {via!r}; have {sorted(self.servers)}")
+        if message is not None and not isinstance(message, EmailMessage | bytes):
+            raise InvalidInput("message", "pass an EmailMessage or the message's bytes")
         host = via or self.default_route(sender, envelope)
         server = self.server(host)
         attachments = list(attachments)
