@@ -10,12 +10,14 @@ lists every case with its test id (checked by ``tests/test_hardening.py``).
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shutil
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -431,3 +433,83 @@ def test_a_flood_of_idle_dns_tcp_connections_is_capped_and_timed_out(descriptors
         finally:
             for sock in flood:
                 sock.close()
+
+
+# -- memory: the recordings ------------------------------------------------------------------------
+GARBAGE_CONNECTIONS = 2000
+GARBAGE_BYTES = 256 << 10
+RECORDING_BUDGET = 16 << 20
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def garbage_client(port: int, count: int, errors: list[BaseException]) -> None:
+    """``count`` unauthenticated connections, each sending one long line of garbage."""
+    line = b"x" * GARBAGE_BYTES + b"\r\n"
+    try:
+        for _ in range(count):
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                sock.recv(512)  # the banner
+                sock.sendall(line)
+                sock.shutdown(socket.SHUT_WR)
+                while sock.recv(65536):  # 500 5.5.2, then the server closes on our EOF
+                    pass
+    except BaseException as error:
+        errors.append(error)
+
+
+@pytest.mark.slow
+def test_garbage_connections_keep_the_recordings_under_their_byte_budget():
+    """2000 unauthenticated connections of 256 KiB garbage each (512 MiB in all) to a real MX:
+    the journal's recordings stay under its byte budget (oldest dropped first, each with a
+    note in its transcript), and so does the process's memory, roughly. The count bound
+    (2000 connections) alone would have kept all 512 MiB."""
+    with Lab(name="garbage") as lab:
+        lab.journal.max_bytes = RECORDING_BUDGET
+        port = lab.server("mx1.example.org").port
+        rss_before = rss_bytes()
+        errors: list[BaseException] = []
+        workers = [
+            threading.Thread(target=garbage_client, args=(port, GARBAGE_CONNECTIONS // 8, errors))
+            for _ in range(8)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(300)
+        assert errors == [] and not any(worker.is_alive() for worker in workers)
+        lab.transcripts("mx1.example.org", at_least=1)
+        wait_until(lambda: all(log.closed.is_set() for log in lab.journal.logs()), 30)
+        growth = rss_bytes() - rss_before
+        recorded = sum(len(p) for log in lab.journal.logs() for _, _, p in log.chunks)
+        retained = lab.journal.retained_bytes
+        print(
+            f"\nrecorded {recorded >> 20} MiB (accounted {retained >> 20} MiB),"
+            f" RSS +{growth >> 20} MiB"
+        )
+        assert recorded <= retained <= RECORDING_BUDGET
+        assert growth < 8 * RECORDING_BUDGET, f"RSS grew by {growth >> 20} MiB"
+        oldest = lab.transcripts("mx1.example.org")[0].to_text()
+        assert "recorded bytes of this connection were dropped: the lab keeps 16 MiB" in oldest
+        newest = lab.transcripts("mx1.example.org")[-1].to_text()
+        assert "<-  500 Command line too long" in newest  # the recent ones are whole
+
+
+def test_the_journey_book_keeps_its_steps_under_a_byte_budget(input_lab):
+    """The journey book drops its oldest journeys once their steps pass ``max_bytes``
+    (as the journal does with recordings); the newest journey always stays."""
+    book = input_lab.journeys
+    book.max_bytes = 20_000
+    try:
+        results = [
+            input_lab.send(SENDER, RECIPIENT, f"budget {n}", "x", via="mx1.example.org")
+            for n in range(60)
+        ]
+        assert book.retained_bytes <= 20_000 and book.dropped > 0
+        assert book.get(results[-1].message_id) is results[-1].journey
+        assert book.get(results[0].message_id) is None
+    finally:
+        book.max_bytes = 32 << 20
