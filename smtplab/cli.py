@@ -42,6 +42,7 @@ import dns.rdatatype
 from smtplab.client import RecordingClient, open_session, transact
 from smtplab.compose import InvalidInput, build_message, check_address
 from smtplab.lab import Lab
+from smtplab.maildir import StoredMessage
 from smtplab.retrieval import fetch_mailbox
 from smtplab.wire import WireLog
 from smtplab.world import (
@@ -395,7 +396,6 @@ def _queue(args: argparse.Namespace) -> int:
             with contextlib.suppress(FileNotFoundError):  # delivered while we looked
                 head, _, message = path.read_bytes().partition(b"\n")
                 data = json.loads(head)
-                parsed = email.message_from_bytes(message, policy=email.policy.default)
                 entries.append(
                     {
                         "server": folder.parent.name,
@@ -405,7 +405,7 @@ def _queue(args: argparse.Namespace) -> int:
                         "domain": data.get("domain", ""),
                         "attempts": data.get("attempts", 0),
                         "next_attempt": data.get("next_attempt", 0.0),
-                        "subject": str(parsed.get("Subject", "")),
+                        "subject": StoredMessage(path.name, message).subject,  # bounded
                         "size": len(message),
                     }
                 )

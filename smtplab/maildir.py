@@ -27,8 +27,6 @@ when a message is sent on.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import html
 import itertools
 import os
@@ -39,8 +37,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
+from functools import cached_property
 from pathlib import Path
 
+from smtplab import reader
 from smtplab.paths import inside
 
 _deliveries = itertools.count(1)
@@ -77,29 +77,56 @@ def fsync_dir(path: Path) -> None:
 
 @dataclass(frozen=True)
 class StoredMessage:
-    """One message in a mailbox: its Maildir key and its bytes (LF line endings)."""
+    """One message in a mailbox: its Maildir key and its bytes (LF line endings).
+
+    A message that breaks a reading limit (hostile MIME, see :mod:`smtplab.reader`)
+    has a :attr:`problem`; its subject, sender and body read as empty, ``message``
+    raises :class:`~smtplab.reader.UnreadableMessage`, and ``raw`` still holds it.
+    """
 
     key: str
     raw: bytes
 
+    @cached_property
+    def problem(self) -> str | None:
+        """The reading limit this message breaks, or None for a message that reads."""
+        return reader.problem(self.raw)
+
+    @property
+    def notice(self) -> str | None:
+        """"could not be displayed: ..." with the size, for a message with a problem."""
+        return None if self.problem is None else reader.notice(self.problem, len(self.raw))
+
     @property
     def message(self) -> EmailMessage:
-        parsed = email.message_from_bytes(self.raw, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
-        return parsed
+        """The message parsed by the email package (UnreadableMessage past a limit)."""
+        return reader.parse(self.raw)
+
+    @cached_property
+    def _from_and_subject(self) -> tuple[str, str]:
+        if self.problem is not None:
+            return "", ""
+        head = reader.parse(self.raw, headers_only=True)
+        return str(head.get("From", "")), str(head.get("Subject", ""))
 
     @property
     def subject(self) -> str:
-        return str(self.message.get("Subject", ""))
+        return self._from_and_subject[1]
 
     @property
     def sender(self) -> str:
-        return str(self.message.get("From", ""))
+        return self._from_and_subject[0]
 
     @property
     def body(self) -> str:
+        if self.problem is not None:
+            return ""
         part = self.message.get_body(preferencelist=("plain", "html"))
         return "" if part is None else str(part.get_content())
+
+    def summary(self) -> str:
+        """One line for a mailbox listing: From and Subject, or why it cannot be shown."""
+        return self.notice or f"From: {self.sender}  Subject: {self.subject}"
 
     def __str__(self) -> str:
         return self.raw.decode("utf-8", "replace")
@@ -184,7 +211,7 @@ class Mailbox:
 
     def summary(self) -> str:
         head = f"Mailbox of {self.address}: {len(self)} message{'s' if len(self) != 1 else ''}"
-        rows = [f"  {i}. From: {m.sender}  Subject: {m.subject}" for i, m in enumerate(self)]
+        rows = [f"  {i}. {m.summary()}" for i, m in enumerate(self)]
         return "\n".join([head, *rows])
 
     def __repr__(self) -> str:
@@ -192,7 +219,10 @@ class Mailbox:
 
     def _repr_html_(self) -> str:
         rows = "".join(
-            f"<tr><td>{i}</td><td>{html.escape(m.sender)}</td><td>{html.escape(m.subject)}</td></tr>"
+            f'<tr><td>{i}</td><td colspan="2">{html.escape(m.notice)}</td></tr>'
+            if m.notice
+            else f"<tr><td>{i}</td><td>{html.escape(m.sender)}</td>"
+            f"<td>{html.escape(m.subject)}</td></tr>"
             for i, m in enumerate(self)
         )
         return (

@@ -467,7 +467,7 @@ class FetchResult:
         count = len(self.messages)
         head = f"{self.address}: {count} message{'s' if count != 1 else ''} over {how}"
         rows = [
-            f"  {m.number}. From: {m.sender}  Subject: {m.subject}"
+            f"  {m.number}. {m.summary()}"
             + (f"  Flags: {' '.join(m.flags) or '(none)'}" if self.protocol == "imap" else "")
             for m in self.messages
         ]
