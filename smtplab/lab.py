@@ -55,7 +55,7 @@ from smtplab.labdns import LabDNSServer, RecordStore, make_resolver
 from smtplab.maildir import Mailbox, Maildir
 from smtplab.mx import Route, resolve_route
 from smtplab.outbound import DeliveryQueue, Hop, RetryPolicy
-from smtplab.paths import inside
+from smtplab.paths import RootLock, inside
 from smtplab.protocol import message_id_of
 from smtplab.retrieval import FetchResult, Protocol, TLSMode, fetch_mailbox
 from smtplab.server import LAB_EXTENSIONS, LabController
@@ -277,10 +277,8 @@ class Lab:
         self.journeys = JourneyBook()
         self._folder = None if root else tempfile.TemporaryDirectory(prefix=f"smtplab-{name}-")
         self.root = Path(root or self._folder.name)  # type: ignore[union-attr]
-        self.maildirs = {
-            user.address: Maildir(inside(self.root, "mail", user.address, field="user"))
-            for user in self.world.users
-        }
+        self._root_lock = RootLock(self.root)  # InvalidInput if another lab uses it
+        self.maildirs: dict[str, Maildir] = {}
         self._rng = random.Random(seed)
         self._routes: dict[str, tuple[int, Route]] = {}
         self._routes_lock = threading.Lock()
@@ -294,6 +292,10 @@ class Lab:
         self.auth: LabAuthenticity | None = None
         self._stopped = False
         try:
+            self.maildirs = {
+                user.address: Maildir(inside(self.root, "mail", user.address, field="user"))
+                for user in self.world.users
+            }
             self.ca = LabCA(self.root / "tls")
             self.client_tls = self.ca.client_context()  # one context: reused by every client
             self.dns = self._zones()
@@ -730,6 +732,7 @@ class Lab:
                 del _running[self.name]
         if self.mailstore is not None:
             self.mailstore.stop()
+        self._root_lock.release()
         if self._folder is not None:
             self._folder.cleanup()
 

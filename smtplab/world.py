@@ -38,14 +38,14 @@ def check_user_address(field: str, address: str) -> str:
     control, format or surrogate characters (NUL, ESC, bidi overrides, lone
     surrogates that no file system can store).
     """
-    address = check_address(field, address)
-    for char in address:
+    for char in address if isinstance(address, str) else ():
         if char in "/\\":
             raise InvalidInput(field, f"{address!r}: a lab user's address cannot hold {char!r}")
         if unicodedata.category(char) in ("Cc", "Cf", "Cs"):
             raise InvalidInput(
                 field, f"{address!r}: a lab user's address cannot hold the character {char!r}"
             )
+    address = check_address(field, address)
     parsed = parse_path(f"<{address}>")
     if parsed is None or parsed[0] != address or parsed[1].startswith('"'):
         raise InvalidInput(

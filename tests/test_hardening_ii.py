@@ -32,6 +32,7 @@ from smtplab import InvalidInput, Lab, UnreadableMessage
 from smtplab.world import Domain, ServerSpec, User, World, default_world
 
 TESTS = Path(__file__).parent
+SENDER, RECIPIENT = "alice@example.com", "bob@example.org"
 
 
 # -- Maildir names ---------------------------------------------------------------------------------
@@ -91,6 +92,37 @@ def test_a_delivery_never_replaces_a_message_that_has_its_name(tmp_path, monkeyp
     assert (first, second) == ("1.M000001P1Q1R0.same", "2.M000001P1Q2R0.fresh")
     assert [m.subject for m in box.messages()] == ["first", "second"]
     assert list((tmp_path / "box" / "tmp").iterdir()) == []
+
+
+
+def test_two_labs_never_share_a_root_at_once(tmp_path):
+    """A second lab on a root in use is refused (InvalidInput naming the root; ``smtplab up``
+    in one line, exit status 2): two queues on one spool would number their entries alike
+    and replace each other's queued mail (RFC 5321 §6.1). Once the first stops, it may start."""
+    first = Lab(name="first-on-root", root=tmp_path)
+    try:
+        for server in first.servers.values():
+            if server.role == "mx":
+                server.down()  # the queue holds the message
+        assert first.send(SENDER, RECIPIENT, "first", "x").ok
+        with pytest.raises(InvalidInput, match=r"^root: .* is in use by another lab"):
+            second = Lab(name="second-on-root", root=tmp_path)
+            second.send(SENDER, RECIPIENT, "second", "x")  # before: queued under the same id
+            second.stop()
+        done = subprocess.run(
+            [sys.executable, "-m", "smtplab.cli", "up", "--no-pop-imap", "--root", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 2
+        (line,) = done.stderr.splitlines()
+        assert line.startswith("smtplab up: root: ") and "in use by another lab" in line, line
+    finally:
+        first.stop()
+    with Lab(name="after-first", root=tmp_path) as again:  # free again, and nothing was lost
+        again.settle(15)
+        assert [m.subject for m in again.mailbox(RECIPIENT)] == ["first"]
 
 
 # -- paths outside the root ------------------------------------------------------------------------
@@ -188,7 +220,6 @@ def test_every_path_the_lab_makes_from_a_name_stays_under_its_root(tmp_path):
 
 
 # -- lab.send input --------------------------------------------------------------------------------
-SENDER, RECIPIENT = "alice@example.com", "bob@example.org"
 BAD_HEADERS = [
     # (headers=, why)
     ({"Bcc: carol@example.org, X-Y": "v"}, "a colon in the name: a visible Bcc line"),
