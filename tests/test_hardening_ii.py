@@ -35,6 +35,23 @@ TESTS = Path(__file__).parent
 SENDER, RECIPIENT = "alice@example.com", "bob@example.org"
 
 
+def up_refuses(*arguments: str) -> str:
+    """Run ``smtplab up ARGUMENTS``: it must exit with status 2 before starting anything, with
+    one line on stderr, which is returned."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "smtplab.cli", "up", "--no-pop-imap", *arguments],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"smtplab up {' '.join(arguments)} started a lab instead of refusing")
+    assert done.returncode == 2 and done.stdout == "", done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    return line
+
+
 # -- Maildir names ---------------------------------------------------------------------------------
 SAME_PID_DELIVERY = textwrap.dedent(
     """
@@ -94,7 +111,6 @@ def test_a_delivery_never_replaces_a_message_that_has_its_name(tmp_path, monkeyp
     assert list((tmp_path / "box" / "tmp").iterdir()) == []
 
 
-
 def test_two_labs_never_share_a_root_at_once(tmp_path):
     """A second lab on a root in use is refused (InvalidInput naming the root; ``smtplab up``
     in one line, exit status 2): two queues on one spool would number their entries alike
@@ -109,14 +125,7 @@ def test_two_labs_never_share_a_root_at_once(tmp_path):
             second = Lab(name="second-on-root", root=tmp_path)
             second.send(SENDER, RECIPIENT, "second", "x")  # before: queued under the same id
             second.stop()
-        done = subprocess.run(
-            [sys.executable, "-m", "smtplab.cli", "up", "--no-pop-imap", "--root", str(tmp_path)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert done.returncode == 2
-        (line,) = done.stderr.splitlines()
+        line = up_refuses("--root", str(tmp_path))
         assert line.startswith("smtplab up: root: ") and "in use by another lab" in line, line
     finally:
         first.stop()
@@ -159,30 +168,8 @@ def test_a_world_file_user_that_would_leave_the_root_is_refused_in_one_line(tmp_
     world.write_text(json.dumps(world_with_user(address)))
     root = tmp_path / "deep" / "er" / "root"
     before = everything_under(tmp_path)
-    try:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "smtplab.cli",
-                "up",
-                "--no-pop-imap",
-                "--json",
-                "--world",
-                str(world),
-                "--root",
-                str(root),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail("smtplab up started a lab with a user outside its root")
-    assert done.returncode == 2, done.stdout + done.stderr
-    (line,) = done.stderr.splitlines()
+    line = up_refuses("--json", "--world", str(world), "--root", str(root))
     assert line.startswith("smtplab up: domains[0].users[1]: ") and "'/'" in line, line
-    assert done.stdout == ""
     created = everything_under(tmp_path) - before
     assert all(path.is_relative_to(root) for path in created), created
 
@@ -374,14 +361,7 @@ def test_a_lab_password_no_client_can_send_is_refused_in_the_world(tmp_path, pas
     data = world_with_user("nl@example.org")
     data["domains"][0]["users"][1]["password"] = password
     world.write_text(json.dumps(data))
-    done = subprocess.run(
-        [sys.executable, "-m", "smtplab.cli", "up", "--no-pop-imap", "--world", str(world)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 2
-    (line,) = done.stderr.splitlines()
+    line = up_refuses("--world", str(world))
     assert line.startswith("smtplab up: domains[0].users[1].password: a lab password is"), line
 
 
