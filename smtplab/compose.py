@@ -109,7 +109,7 @@ def check_headers(headers: Mapping[str, str] | None) -> list[tuple[str, str]]:
     return checked
 
 
-def check_parameter_words(field: str, words: Iterable[str]) -> list[str]:
+def check_parameter_words(field: str, words: str | Iterable[str]) -> list[str]:
     """DSN values for MAIL or RCPT (NOTIFY, RET: RFC 3461 §4.1, §4.3), each one word.
 
     Only what cannot be one parameter is refused here; a word the server does not

@@ -524,7 +524,7 @@ class Lab:
         if not envelope:
             raise InvalidInput("to", "at least one recipient is required")
         notify = check_parameter_words("notify", notify)
-        ret = check_parameter_words("ret", ret)[0] if ret is not None else None
+        ret = check_parameter_words("ret", ret)[0] if ret else None
         if password is not None:
             check_password("password", password)
         if via is not None and via not in self.servers:
