@@ -19,12 +19,11 @@ run. Target: ``after - before`` at most 150 MB after 10,000 messages.
 
 What bounds it: the journal keeps the last 2,000 connections
 (``smtplab.journal.DEFAULT_KEEP``) and the journey book the last 2,000
-messages (``smtplab.journey.DEFAULT_KEEP``, each holding its hops'
-recordings); each recording keeps at most 1 MiB per direction
-(``smtplab.wire.DEFAULT_LIMIT``, the rest is only counted). So the recordings
-can never hold more than (2,000 + 2,000) connections x 2 MiB, about 8 GiB; in practice a connection
-carries a few KiB per message, and the report shows what the journal really
-holds at the end.
+messages (``smtplab.journey.DEFAULT_KEEP``); each recording keeps at most 1 MiB
+per direction (``smtplab.wire.DEFAULT_LIMIT``, the rest is only counted), and
+all recordings together at most 256 MiB (``smtplab.journal.DEFAULT_MAX_BYTES``,
+the journeys' steps 32 MiB more). In practice a connection carries a few KiB
+per message, and the report shows what the journal really holds at the end.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from smtplab.maildir import Mailbox, StoredMessage
 from smtplab.mx import PermanentRouteError, Route, RouteError, TemporaryRouteError
 from smtplab.outbound import RetryPolicy
 from smtplab.protocol import EXTENSIONS, REPLY_CLASSES, REPLY_MEANINGS, dot_stuff, reply_meaning
+from smtplab.reader import UnreadableMessage
 from smtplab.transcript import Transcript
 from smtplab.world import Domain, ServerSpec, User, World, default_world
 
@@ -37,6 +38,7 @@ __all__ = [
     "StoredMessage",
     "TemporaryRouteError",
     "Transcript",
+    "UnreadableMessage",
     "User",
     "World",
     "default_world",

@@ -49,10 +49,19 @@ from smtplab.clock import WallClock
 from smtplab.compose import InvalidInput, build_message, check_address
 from smtplab.journey import Step
 from smtplab.lab import Lab, PortInUse
+from smtplab.maildir import StoredMessage
 from smtplab.outbound import DEFAULT_POLICY, RetryPolicy
 from smtplab.retrieval import fetch_mailbox
 from smtplab.wire import WireLog
-from smtplab.world import SMTP_ROLES, Domain, ServerSpec, User, World
+from smtplab.world import (
+    SMTP_ROLES,
+    Domain,
+    ServerSpec,
+    User,
+    World,
+    check_password,
+    check_user_address,
+)
 
 STATE_FILE = "lab.json"
 DEFAULT_SUBJECT = "Test from smtplab send"
@@ -104,12 +113,13 @@ def world_from_data(data: dict[str, Any]) -> World:
             if not isinstance(user, dict):
                 raise CLIError(f"{here} must be a table/object")
             try:
-                address = check_address(here, need(user, "address", str, here)).lower()
+                address = check_user_address(here, need(user, "address", str, here)).lower()
+                password = check_password(f"{here}.password", need(user, "password", str, here))
             except InvalidInput as error:
                 raise CLIError(str(error)) from None
             if address.rpartition("@")[2] != name:
                 raise CLIError(f"{here}: {address} is not in the domain {name}")
-            users.append(User(address, need(user, "password", str, here)))
+            users.append(User(address, password))
         mx = []
         for j, record in enumerate(item.get("mx", [])):
             if (
@@ -513,7 +523,6 @@ def _queue(args: argparse.Namespace) -> int:
             with contextlib.suppress(FileNotFoundError):  # delivered while we looked
                 head, _, message = path.read_bytes().partition(b"\n")
                 data = json.loads(head)
-                parsed = email.message_from_bytes(message, policy=email.policy.default)
                 entries.append(
                     {
                         "server": folder.parent.name,
@@ -524,7 +533,7 @@ def _queue(args: argparse.Namespace) -> int:
                         "attempts": data.get("attempts", 0),
                         "next_attempt": data.get("next_attempt", 0.0),
                         "held": data.get("held_since") is not None,
-                        "subject": str(parsed.get("Subject", "")),
+                        "subject": StoredMessage(path.name, message).subject,  # bounded
                         "size": len(message),
                     }
                 )
@@ -776,7 +785,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except CLIError as error:
+    except (CLIError, InvalidInput) as error:
         print(f"smtplab {args.command}: {error}", file=sys.stderr)
         return 2
 

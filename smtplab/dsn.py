@@ -25,14 +25,13 @@ is a hash of the content: the same report has the same bytes on every run.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import hashlib
 import re
 import textwrap
 from dataclasses import dataclass
 from typing import Literal, cast
 
+from smtplab import reader
 from smtplab.protocol import CRLF, normalize_newlines, parse_reply_line, split_enhanced
 
 Ret = Literal["FULL", "HDRS"]
@@ -357,7 +356,7 @@ def build_dsn(report: Report) -> bytes:
 
 def summarize(dsn: bytes) -> list[dict[str, str]]:
     """Each recipient's fields of a DSN (``Action``, ``Status``, ...), read by ``email``."""
-    message = email.message_from_bytes(dsn, policy=email.policy.default)
+    message = reader.parse(dsn)  # UnreadableMessage for hostile MIME, never RecursionError
     report_type = message.get_param("report-type", header="content-type")
     if message.get_content_type() != "multipart/report" or report_type != "delivery-status":
         raise ValueError("not a delivery status notification (RFC 3464)")

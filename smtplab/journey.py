@@ -42,6 +42,12 @@ StepKind = Literal[
     "note",
 ]
 DEFAULT_KEEP = 2000
+#: The journey book's own memory budget (its hops' recordings are the journal's, see
+#: smtplab.journal). An ordinary journey takes a few KiB; 32 MiB bounds a bulk run or
+#: a hostile one (a hundred recipients, retries) next to the journal's 256 MiB.
+DEFAULT_MAX_BYTES = 32 << 20
+#: What one Step costs beyond its text and recipients (the object, its tuple, refs).
+STEP_COST = 256
 FINAL: frozenset[str] = frozenset({"delivered", "relayed", "refused", "bounced", "postmaster"})
 
 
@@ -68,6 +74,11 @@ class Step:
     def transcript(self) -> Transcript | None:
         return self.wire.transcript() if self.wire is not None else None
 
+    @property
+    def cost(self) -> int:
+        """About what the step takes in memory (its recording is counted by the journal)."""
+        return STEP_COST + len(self.host) + len(self.text) + sum(len(r) for r in self.recipients)
+
     def __str__(self) -> str:
         who = f" [{', '.join(self.recipients)}]" if self.recipients else ""
         return f"{self.kind:<9} {self.host:<18} {self.text}{who}"
@@ -83,6 +94,8 @@ class Journey:
         self._final: dict[str, str] = {}
         self._changed = threading.Condition()
         self._listeners: list[Callable[[Step], None]] = []
+        #: Told what each new step costs: the book's byte budget (see JourneyBook).
+        self.grew: Callable[[int], None] | None = None
 
     # -- written by the lab's threads -------------------------------------------
     def add(self, step: Step) -> None:
@@ -93,6 +106,8 @@ class Journey:
                     self._final.setdefault(rcpt.lower(), step.kind)
             self._changed.notify_all()
             listeners = list(self._listeners)
+        if self.grew is not None:
+            self.grew(step.cost)
         for listener in listeners:
             listener(step)
 
@@ -172,13 +187,20 @@ class JourneyBook:
     header is what ties their steps to the journey ``lab.send`` returned. A
     message from a real client (swaks, a mail program) gets a journey too.
 
-    The book keeps the ``keep`` most recent journeys (they hold their hops'
-    recordings), so a bulk run cannot grow the kernel's memory without bound.
+    The book keeps the ``keep`` most recent journeys, and no more than
+    ``max_bytes`` of steps (the hops' recordings are bounded by the journal), so
+    a bulk run cannot grow the kernel's memory without bound: the oldest journeys
+    go first (``dropped`` counts them); the newest always stays.
     """
 
-    def __init__(self, keep: int = DEFAULT_KEEP) -> None:
+    def __init__(self, keep: int = DEFAULT_KEEP, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self._journeys: OrderedDict[str, Journey] = OrderedDict()
+        self._costs: dict[str, int] = {}
         self._keep = keep
+        #: May be changed while the lab runs; the next step applies it.
+        self.max_bytes = max_bytes
+        self._bytes = 0
+        self.dropped = 0
         self._lock = threading.Lock()
         self._listeners: list[Callable[[str | None, Step], None]] = []
 
@@ -189,11 +211,37 @@ class JourneyBook:
         with self._lock:
             self._listeners.append(callback)
 
+    @property
+    def retained_bytes(self) -> int:
+        """About what the journeys in the book take in memory now."""
+        with self._lock:
+            return self._bytes
+
     def _remember(self, message_id: str, journey: Journey) -> Journey:
+        self._bytes -= self._costs.pop(message_id, 0)  # a journey of the same id is replaced
         self._journeys[message_id] = journey
-        while len(self._journeys) > self._keep:
-            self._journeys.popitem(last=False)
+        self._journeys.move_to_end(message_id)
+        self._costs[message_id] = 0
+        journey.grew = lambda cost: self._grew(message_id, journey, cost)
+        self._evict()
         return journey
+
+    def _grew(self, message_id: str, journey: Journey, cost: int) -> None:
+        with self._lock:
+            if self._journeys.get(message_id) is not journey:
+                return  # already dropped from the book
+            self._costs[message_id] += cost
+            self._bytes += cost
+            self._evict()
+
+    def _evict(self) -> None:
+        """Drop the oldest journeys past ``keep`` or ``max_bytes`` (the lock is held)."""
+        while len(self._journeys) > self._keep or (
+            self._bytes > self.max_bytes and len(self._journeys) > 1
+        ):
+            message_id, _ = self._journeys.popitem(last=False)
+            self._bytes -= self._costs.pop(message_id)
+            self.dropped += 1
 
     def open(self, message_id: str, recipients: tuple[str, ...]) -> Journey:
         with self._lock:

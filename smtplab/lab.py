@@ -37,7 +37,13 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from smtplab.client import Outcome, RecordingClient, open_session, opportunistic_tls, transact
 from smtplab.clock import LabClock
-from smtplab.compose import InvalidInput, address_list, build_message, check_address
+from smtplab.compose import (
+    InvalidInput,
+    address_list,
+    build_message,
+    check_address,
+    check_parameter_words,
+)
 from smtplab.conversation import Conversation
 from smtplab.dovecot import Dovecot, MailstoreUnavailable
 from smtplab.dovecot import for_lab as dovecot_for_lab
@@ -50,6 +56,7 @@ from smtplab.labdns import LabDNSServer, RecordStore, make_resolver
 from smtplab.maildir import Mailbox, Maildir
 from smtplab.mx import Route, resolve_route
 from smtplab.outbound import DeliveryQueue, Hop, RetryPolicy
+from smtplab.paths import RootLock, inside
 from smtplab.protocol import message_id_of
 from smtplab.retrieval import FetchResult, Protocol, TLSMode, fetch_mailbox
 from smtplab.server import LAB_EXTENSIONS, LabController
@@ -57,7 +64,15 @@ from smtplab.spool import Spool
 from smtplab.tlsca import Eavesdropper, LabCA
 from smtplab.transcript import Transcript
 from smtplab.wire import WireLog
-from smtplab.world import LOOPBACK, ServerSpec, World, default_world, port_plan, server_listing
+from smtplab.world import (
+    LOOPBACK,
+    ServerSpec,
+    World,
+    check_password,
+    default_world,
+    port_plan,
+    server_listing,
+)
 
 MAX_MESSAGE_SIZE = 10 * 1024 * 1024
 SESSION_TIMEOUT = 60.0
@@ -301,9 +316,8 @@ class Lab:
         self.journeys = JourneyBook()
         self._folder = None if root else tempfile.TemporaryDirectory(prefix=f"smtplab-{name}-")
         self.root = Path(root or self._folder.name)  # type: ignore[union-attr]
-        self.maildirs = {
-            user.address: Maildir(self.root / "mail" / user.address) for user in self.world.users
-        }
+        self._root_lock = RootLock(self.root)  # InvalidInput if another lab uses it
+        self.maildirs: dict[str, Maildir] = {}
         self._rng = random.Random(seed)
         self._routes: dict[str, tuple[int, Route]] = {}
         self._routes_lock = threading.Lock()
@@ -317,6 +331,10 @@ class Lab:
         self.auth: LabAuthenticity | None = None
         self._stopped = False
         try:
+            self.maildirs = {
+                user.address: Maildir(inside(self.root, "mail", user.address, field="user"))
+                for user in self.world.users
+            }
             self.ca = LabCA(self.root / "tls")
             self.client_tls = self.ca.client_context()  # one context: reused by every client
             self.dns = self._zones()
@@ -374,7 +392,7 @@ class Lab:
             return LabServer(spec, handler, self.journal, tls_context=tls, **common)
         queue = DeliveryQueue(
             spec.host,
-            Spool(self.root / "spool" / spec.host),
+            Spool(inside(self.root, "spool", spec.host, field="host")),
             Hop(self._queue_route, self._port_of, self._is_mailbox_host),
             journeys=self.journeys,
             journal=self.journal,
@@ -541,8 +559,11 @@ class Lab:
         NEVER) and ``ret`` ("FULL" or "HDRS") what they return. ``message``
         replaces the built message (an EmailMessage or raw bytes).
         ``attachments`` are ``(filename, content, "type/subtype")`` triples added
-        to the built message (multipart/mixed, RFC 2046). The result's
-        ``journey`` follows the message on from there.
+        to the built message (multipart/mixed, RFC 2046). ``headers`` adds header
+        fields (names as RFC 5322 §2.2 allows; not the fields lab.send writes
+        itself, nor a second Reply-To or References). Anything unusable raises
+        InvalidInput naming the argument, before a connection is opened. The
+        result's ``journey`` follows the message on from there.
         """
         sender = check_address("from", sender)
         to, cc_list, bcc_list = (
@@ -553,6 +574,14 @@ class Lab:
         envelope = to + cc_list + bcc_list
         if not envelope:
             raise InvalidInput("to", "at least one recipient is required")
+        notify = check_parameter_words("notify", notify)
+        ret = check_parameter_words("ret", ret)[0] if ret else None
+        if password is not None:
+            check_password("password", password)
+        if via is not None and via not in self.servers:
+            raise InvalidInput("via", f"no lab server named {via!r}; have {sorted(self.servers)}")
+        if message is not None and not isinstance(message, EmailMessage | bytes):
+            raise InvalidInput("message", "pass an EmailMessage or the message's bytes")
         host = via or self.default_route(sender, envelope)
         server = self.server(host)
         attachments = list(attachments)
@@ -769,6 +798,7 @@ class Lab:
                 del _running[self.name]
         if self.mailstore is not None:
             self.mailstore.stop()
+        self._root_lock.release()
         if self._folder is not None:
             self._folder.cleanup()
 

@@ -22,7 +22,12 @@ DNS.
 
 `LabDNSServer` puts `answer` on UDP and TCP (2-byte length prefix, RFC 1035 §4.2.2)
 on the same 127.0.0.1 port, in its own asyncio loop in a daemon thread, because a
-Jupyter kernel's loop is already running. `make_resolver` is the only way the lab
+Jupyter kernel's loop is already running. Its TCP side shares the process's file
+descriptors with every SMTP server of the lab, so it keeps few: a connection idle
+for `tcp_idle_timeout` seconds is closed (RFC 7766 §6.2.3: of the order of seconds;
+only a whole message restarts the timer, so a slow drip does not), and beyond
+`max_tcp_connections` the least recently active one is closed to make room
+(RFC 7766 §6.2.2, §10). `make_resolver` is the only way the lab
 resolves names: it never reads /etc/resolv.conf and never caches, so an edit shows
 at the next lookup.
 """
@@ -57,6 +62,12 @@ RRset = dns.rrset.RRset
 _Key = tuple[dns.name.Name, dns.rdatatype.RdataType]
 _SOA = dns.rdatatype.SOA
 _SILENT = -1  # pseudo-rcode: the "timeout" fault sends nothing at all
+#: Seconds a TCP connection may stay without a whole query (RFC 7766 §6.2.3).
+TCP_IDLE_TIMEOUT = 10.0
+#: TCP connections served at once. The lab's resolvers ask over UDP and use TCP only
+#: for a truncated answer, one short connection each; 64 is far above that, and a
+#: small share of a 1024 open-file limit, so a flood cannot starve the SMTP servers.
+MAX_TCP_CONNECTIONS = 64
 
 
 @dataclass(frozen=True)
@@ -294,10 +305,28 @@ class _UDP(asyncio.DatagramProtocol):
 class _TCP(asyncio.Protocol):
     def __init__(self, server: LabDNSServer) -> None:
         self.server, self.buffer = server, b""
+        self._idle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport, self.closed = transport, asyncio.get_running_loop().create_future()
-        self.server._tcp_conns.add(self)
+        conns = self.server._tcp_conns
+        while len(conns) >= self.server.max_tcp_connections:  # make room: the least active goes
+            oldest = next(iter(conns))
+            del conns[oldest]
+            oldest.transport.close()
+        conns[self] = None
+        self._active()
+
+    def _active(self) -> None:
+        """A whole message (or the connection) arrived: restart the idle timer."""
+        if self._idle is not None:
+            self._idle.cancel()
+        conns = self.server._tcp_conns
+        if self in conns:  # most recently active last
+            del conns[self]
+            conns[self] = None
+        loop = asyncio.get_running_loop()
+        self._idle = loop.call_later(self.server.tcp_idle_timeout, self.transport.close)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -306,12 +335,15 @@ class _TCP(asyncio.Protocol):
             if len(self.buffer) < 2 + n:
                 break
             msg, self.buffer = self.buffer[2 : 2 + n], self.buffer[2 + n :]
+            self._active()
             out = self.server._handle(msg, udp=False)
             if out is not None:
                 self.transport.write(len(out).to_bytes(2) + out)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server._tcp_conns.discard(self)
+        if self._idle is not None:
+            self._idle.cancel()
+        self.server._tcp_conns.pop(self, None)
         self.closed.set_result(None)
 
 
@@ -319,13 +351,23 @@ class LabDNSServer:
     """Serve a RecordStore on 127.0.0.1, UDP and TCP on one port, from a daemon thread."""
 
     def __init__(
-        self, store: RecordStore, host: str = "127.0.0.1", port: int = 0, log_size: int = 1000
+        self,
+        store: RecordStore,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_size: int = 1000,
+        *,
+        tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
+        max_tcp_connections: int = MAX_TCP_CONNECTIONS,
     ) -> None:
         self.store, self.host, self.port, self._want_port = store, host, port, port
         self._log: collections.deque[DNSQuery] = collections.deque(maxlen=log_size)
         self._log_lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._tcp_conns: set[_TCP] = set()
+        #: Read for every connection and every message: may be changed while running.
+        self.tcp_idle_timeout = tcp_idle_timeout
+        self.max_tcp_connections = max_tcp_connections
+        self._tcp_conns: dict[_TCP, None] = {}  # least recently active first
 
     @property
     def queries(self) -> list[DNSQuery]:

@@ -370,6 +370,11 @@ class RecordingPOP3(_Recording, poplib.POP3):
         self._finish()
 
 
+# RFC 9051 §9: ASTRING-CHAR, any CHAR but atom-specials ("(", ")", "{", SP, CTL, "%", "*",
+# DQUOTE, "\\"); "]" is allowed.
+_ASTRING = re.compile(r"[\x21\x23\x24\x26\x27\x2b-\x5b\x5d-\x7a\x7c-\x7e]+")
+
+
 class RecordingIMAP(_Recording, imaplib.IMAP4):
     """imaplib.IMAP4 that records the conversation; connect it to a lab host *name*."""
 
@@ -398,6 +403,17 @@ class RecordingIMAP(_Recording, imaplib.IMAP4):
     def send(self, data: bytes) -> None:
         self._record(data)
         super().send(data)
+
+    def login(self, user: str, password: str) -> tuple[str, list[bytes]]:
+        """LOGIN, with the userid quoted where an atom cannot carry it.
+
+        imaplib quotes the password but sends the userid bare; an address such as
+        ``a%u@example.org`` holds a list wildcard, which no atom may (RFC 9051 §9:
+        LOGIN takes two astrings; ``%``, ``*``, ``(``, ``{``, ``"``, ``\\`` need a
+        quoted string).
+        """
+        userid = user if _ASTRING.fullmatch(user) else self._quote(user)
+        return super().login(userid, password)
 
     def shutdown(self) -> None:
         super().shutdown()
@@ -451,7 +467,7 @@ class FetchResult:
         count = len(self.messages)
         head = f"{self.address}: {count} message{'s' if count != 1 else ''} over {how}"
         rows = [
-            f"  {m.number}. From: {m.sender}  Subject: {m.subject}"
+            f"  {m.number}. {m.summary()}"
             + (f"  Flags: {' '.join(m.flags) or '(none)'}" if self.protocol == "imap" else "")
             for m in self.messages
         ]

@@ -22,8 +22,12 @@ The parser follows the server's reading rules so that both ends agree:
 * replies are matched to commands in order, which is all that pipelining
   (RFC 2920) needs.
 
-Each log keeps at most ``limit`` bytes per side, so that a 10 MB garbage line or
-a bulk run cannot exhaust the kernel's memory; what was dropped is noted.
+Each log keeps at most ``limit`` bytes per side, and at most ``MAX_CHUNKS``
+chunks, so that a 10 MB garbage line, a client dripping one byte per packet or a
+bulk run cannot exhaust the kernel's memory; what was dropped is noted. A log in
+a :class:`~smtplab.journal.WireJournal` also reports what it costs in memory
+(``CHUNK_COST`` per chunk beyond its bytes), so that the journal can keep all
+its recordings under one byte budget.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -49,6 +54,12 @@ from smtplab.transcript import (
 
 ChunkKind = Literal["client", "server", "tls", "note", "close"]
 DEFAULT_LIMIT = 1 << 20
+#: What one chunk costs in memory beyond its bytes: the tuple, its float, the bytes
+#: object's header and a list slot (about 120 bytes on CPython 3.11-3.13, 64-bit).
+CHUNK_COST = 128
+#: Chunks one log keeps. A session of a thousand messages needs about ten thousand;
+#: a client dripping a byte per packet would otherwise pay 128 bytes per byte.
+MAX_CHUNKS = 1 << 16
 
 _GREETING = "<greeting>"
 _AUTH_STEP = "<auth-response>"
@@ -72,16 +83,26 @@ class WireLog:
     started: float = field(default_factory=time.monotonic)
     chunks: list[tuple[float, ChunkKind, bytes]] = field(default_factory=list)
     closed: threading.Event = field(default_factory=threading.Event)
+    #: Bytes the chunks take in memory (``CHUNK_COST`` each beyond their payload).
+    cost: int = 0
+    #: Told of every chunk's cost: the journal's byte budget (see WireJournal).
+    budget: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
+    #: True once :meth:`discard` dropped the recorded bytes.
+    dropped: bool = False
     _sizes: dict[str, int] = field(default_factory=lambda: {"client": 0, "server": 0})
     _dropped: dict[str, int] = field(default_factory=lambda: {"client": 0, "server": 0})
 
     def _add(self, kind: ChunkKind, payload: bytes) -> None:
         self.chunks.append((time.monotonic() - self.started, kind, payload))
+        cost = len(payload) + CHUNK_COST
+        self.cost += cost
+        if self.budget is not None:
+            self.budget(cost)
 
     def record(self, side: Literal["client", "server"], data: bytes) -> None:
         """Append bytes one side sent; past the limit only their count is kept."""
         room = self.limit - self._sizes[side]
-        if room <= 0:
+        if room <= 0 or len(self.chunks) >= MAX_CHUNKS:
             self._dropped[side] += len(data)
             return
         if len(data) > room:
@@ -105,6 +126,21 @@ class WireLog:
                 self.note(f"{dropped} more bytes from the {side} were not recorded")
         self._add("close", b"")
         self.closed.set()
+
+    def discard(self, why: str) -> int:
+        """Drop a closed log's recorded bytes, leaving a note that says so; return the
+        bytes freed. The log stays (a journey may still show it), as a stub."""
+        assert self.closed.is_set(), "only a finished recording is dropped"
+        if self.dropped:
+            return 0
+        self.dropped = True
+        recorded = sum(len(p) for _, kind, p in self.chunks if kind in ("client", "server"))
+        end = self.chunks[-1][0] if self.chunks else 0.0
+        note = f"{recorded} recorded bytes of this connection were dropped: {why}".encode()
+        before = self.cost
+        self.chunks = [(0.0, "note", note), (end, "close", b"")]
+        self.cost = len(note) + 2 * CHUNK_COST
+        return before - self.cost
 
     def transcript(self) -> Transcript:
         """Parse the chunks recorded so far into a Transcript."""

@@ -8,8 +8,12 @@ appear in a transcript.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from smtplab.compose import InvalidInput, check_address
+from smtplab.protocol import parse_path
 
 #: Where every lab server listens: nothing in a lab faces a network (Binder blocks
 #: outbound port 25, and a lab must never send mail to the Internet).
@@ -26,6 +30,54 @@ def server_listing(role: str, host: str, port: int, domains: tuple[str, ...]) ->
     """One server as ``smtplab up --json`` lists it; scripts rely on these keys (add, never
     rename)."""
     return {"role": role, "host": host, "address": LOOPBACK, "port": port, "domains": list(domains)}
+
+
+def check_user_address(field: str, address: str) -> str:
+    """A lab user's address, stripped, or InvalidInput saying what is wrong with it.
+
+    The address names the user's Maildir folder (``ROOT/mail/ADDRESS``) and
+    Dovecot home, so beyond being an address it must be one harmless file name:
+    a local part that is an RFC 5321 §4.1.2 Dot-string (no leading, trailing or
+    doubled dot, so never a ``..`` segment), no ``/`` or ``\\``, and no
+    control, format or surrogate characters (NUL, ESC, bidi overrides, lone
+    surrogates that no file system can store).
+    """
+    for char in address if isinstance(address, str) else ():
+        if char in "/\\":
+            raise InvalidInput(field, f"{address!r}: a lab user's address cannot hold {char!r}")
+        if unicodedata.category(char) in ("Cc", "Cf", "Cs"):
+            raise InvalidInput(
+                field, f"{address!r}: a lab user's address cannot hold the character {char!r}"
+            )
+    address = check_address(field, address)
+    parsed = parse_path(f"<{address}>")
+    if parsed is None or parsed[0] != address or parsed[1].startswith('"'):
+        raise InvalidInput(
+            field,
+            f"{address!r}: the part before @ must be dot-separated words "
+            "(no dot at either end, no '..')",
+        )
+    return address
+
+
+def check_password(field: str, password: str) -> str:
+    """A lab password, or InvalidInput: printable US-ASCII (space included), nothing else.
+
+    Every client must be able to send it. A line break cannot be: POP3's PASS
+    takes the rest of one line (RFC 1939 §3, §7) and an IMAP quoted string holds no
+    CR or LF (RFC 9051 §4.3), so it would break the lab's own LOGIN; SASL PLAIN
+    forbids NUL (RFC 4616 §2); and the lab's clients (smtplib, imaplib) send
+    ASCII only. No mail program lets a reader type such a password either.
+    """
+    if not isinstance(password, str):
+        raise InvalidInput(field, f"must be text, not {type(password).__name__}")
+    bad = next((c for c in password if not " " <= c <= "~"), None)
+    if bad is not None:
+        raise InvalidInput(
+            field,
+            f"a lab password is printable US-ASCII; it holds {bad!r}, which clients cannot send",
+        )
+    return password
 
 
 @dataclass(frozen=True)
@@ -65,6 +117,10 @@ class World:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "users", tuple(u for d in self.domains for u in d.users))
+        for i, domain in enumerate(self.domains):
+            for j, user in enumerate(domain.users):
+                check_user_address(f"domains[{i}].users[{j}]", user.address)
+                check_password(f"domains[{i}].users[{j}].password", user.password)
 
     def domain(self, name: str) -> Domain | None:
         return next((d for d in self.domains if d.name == name.lower()), None)

@@ -18,13 +18,21 @@ from smtplab.widgets.models import MailboxModel
 EMPTY = '<i style="color:#757575">No message selected.</i>'
 
 
+#: Bytes of a message's source the view shows (the rest is in the message's ``raw``).
+SOURCE_SHOWN = 256 * 1024
+
+
 def message_label(index: int, message: Any) -> str:
-    """How a message is listed: its number, sender and subject."""
+    """How a message is listed: its number, sender and subject (or why it cannot be read)."""
+    if message.notice:
+        return f"{index + 1}. {message.notice}"
     return f"{index + 1}. {message.sender or '(no From)'} — {message.subject or '(no subject)'}"
 
 
 def headers_html(message: Any) -> str:
     """A table of the message's header fields, in order (trace headers first)."""
+    if message.notice:  # hostile MIME: never handed to the email package
+        return f'<p class="smtplab-headers">{html.escape(message.notice)}</p>'
     rows = "".join(
         f'<tr><th style="text-align:left;vertical-align:top;padding-right:1em">'
         f"{html.escape(name)}</th><td>{html.escape(str(value))}</td></tr>"
@@ -34,10 +42,13 @@ def headers_html(message: Any) -> str:
 
 
 def source_html(message: Any) -> str:
-    """The message exactly as stored, in a scrollable block."""
-    text = html.escape(message.raw.decode("utf-8", "replace"))
+    """The message exactly as stored, in a scrollable block (its first 256 KiB)."""
+    raw = message.raw
+    text = html.escape(raw[:SOURCE_SHOWN].decode("utf-8", "replace"))
+    if len(raw) > SOURCE_SHOWN:
+        text += html.escape(f"\n[... {len(raw) - SOURCE_SHOWN} more bytes: see the message's raw]")
     return (
-        f'<div class="smtplab-source"><b>Raw source</b> ({len(message.raw)} bytes, as stored)'
+        f'<div class="smtplab-source"><b>Raw source</b> ({len(raw)} bytes, as stored)'
         '<pre style="max-height:320px;overflow:auto;white-space:pre;font-size:12px;margin:0;'
         f'border:1px solid #e0e0e0;padding:4px">{text}</pre></div>'
     )

@@ -31,7 +31,13 @@ from typing import Any
 from traitlets import Any as AnyTrait
 from traitlets import Bool, Dict, HasTraits, Int, List, Unicode, observe
 
-from smtplab.compose import InvalidInput, address_list, build_message, check_address
+from smtplab.compose import (
+    InvalidInput,
+    address_list,
+    build_message,
+    check_address,
+    check_header_text,
+)
 from smtplab.journey import Journey, Step
 from smtplab.transcript import Transcript
 
@@ -89,12 +95,6 @@ def accepted_keywords(function: Callable[..., Any]) -> frozenset[str]:
     return frozenset(
         p.name for p in inspect.signature(function).parameters.values() if p.kind in kinds
     )
-
-
-def _check_text(field: str, value: str) -> str:
-    if "\r" in value or "\n" in value:
-        raise InvalidInput(field, "line breaks are not allowed here (header injection)")
-    return value
 
 
 class ComposeModel(HasTraits):
@@ -169,21 +169,14 @@ class ComposeModel(HasTraits):
             sender,
             to,
             cc,
-            _check_text("subject", self.subject),
+            check_header_text("subject", self.subject),
             self.body,
             date=clock.rfc5322() if clock is not None else "",
             message_id=make_msgid(domain=sender.rpartition("@")[2]),
+            attachments=[item.as_argument() for item in self.attachments],
         )
         if clock is None:
             del message["Date"]
-        for item in self.attachments:
-            maintype, _, subtype = item.content_type.partition("/")
-            message.add_attachment(
-                item.content,
-                maintype=maintype or "application",
-                subtype=subtype or "octet-stream",
-                filename=item.name,
-            )
         return message
 
     def send_now(self) -> Any:
