@@ -355,7 +355,8 @@ def test_a_lab_password_no_client_can_send_is_refused_in_the_world(tmp_path, pas
     so the world refuses it, naming the field; ``smtplab up`` in one line, exit status 2."""
     base = default_world()
     users = (*base.domains[1].users, User("nl@example.org", password))
-    with pytest.raises(InvalidInput, match=r"^domains\[1\]\.users\[2\]\.password: "):
+    field = rf"^domains\[1\]\.users\[{len(users) - 1}\]\.password: "
+    with pytest.raises(InvalidInput, match=field):
         World((base.domains[0], Domain("example.org", users, base.domains[1].mx)), base.servers)
     world = tmp_path / "world.json"
     data = world_with_user("nl@example.org")
