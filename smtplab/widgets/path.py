@@ -110,8 +110,8 @@ def _line_arrow(x1: int, y1: int, x2: int, y2: int, colour: str, dashed: bool) -
 
 def _svg(width: int, height: int, label: str, css_class: str, body: Iterable[str]) -> str:
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="{css_class}" width="{width}" '
-        f'height="{height}" viewBox="0 0 {width} {height}" font-family="monospace" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="{css_class}" width="100%" '
+        f'viewBox="0 0 {width} {height}" style="max-width:{width}px" font-family="monospace" '
         f'font-size="{FONT}" role="img" aria-label="{_e(label)}">'
         f"<title>{_e(label)}</title>"
         f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>'
