@@ -59,7 +59,10 @@ class Step:
     recipients it concerns; ``wire`` is the connection's recording for hops
     (submitted/attempt), read live, so a hop shows while it is still going on.
     Queue steps also name the queue entry (``qid``) and, for a retry, when it
-    is due (``retry_at``, epoch seconds), for ``smtplab up`` to print.
+    is due (``retry_at``, epoch seconds), for ``smtplab up`` to print. ``at`` is
+    when the step was made, on the same clock, so a retry's wait is ``retry_at -
+    at``; like ``retry_at`` it is left out of every text form, which stays the
+    same on every run.
     """
 
     kind: StepKind
@@ -69,6 +72,7 @@ class Step:
     wire: WireLog | None = field(default=None, repr=False, compare=False)
     qid: str | None = field(default=None, repr=False, compare=False)
     retry_at: float | None = field(default=None, repr=False, compare=False)
+    at: float = field(default_factory=time.time, repr=False, compare=False)
 
     @property
     def transcript(self) -> Transcript | None:
