@@ -11,6 +11,19 @@ from smtplab.lab import Lab, LabServer, SendResult
 from smtplab.maildir import Mailbox, StoredMessage
 from smtplab.mx import PermanentRouteError, Route, RouteError, TemporaryRouteError
 from smtplab.outbound import RetryPolicy
+from smtplab.pictures import (
+    Picture,
+    identities_picture,
+    journey_overview_picture,
+    mail_agents_picture,
+    mime_tree_picture,
+    ports_picture,
+    reply_classes_picture,
+    retry_timeline_picture,
+    route_picture,
+    store_and_forward_picture,
+    tls_timeline_picture,
+)
 from smtplab.protocol import EXTENSIONS, REPLY_CLASSES, REPLY_MEANINGS, dot_stuff, reply_meaning
 from smtplab.reader import UnreadableMessage
 from smtplab.transcript import Transcript
@@ -29,6 +42,7 @@ __all__ = [
     "Mailbox",
     "Outcome",
     "PermanentRouteError",
+    "Picture",
     "RetryPolicy",
     "Route",
     "RouteError",
@@ -43,5 +57,15 @@ __all__ = [
     "World",
     "default_world",
     "dot_stuff",
+    "identities_picture",
+    "journey_overview_picture",
+    "mail_agents_picture",
+    "mime_tree_picture",
+    "ports_picture",
+    "reply_classes_picture",
     "reply_meaning",
+    "retry_timeline_picture",
+    "route_picture",
+    "store_and_forward_picture",
+    "tls_timeline_picture",
 ]
