@@ -50,8 +50,12 @@ import asyncio
 import collections
 import functools
 import logging
+import os
 import socket
 import ssl
+import warnings
+import weakref
+from asyncio import sslproto
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -79,6 +83,8 @@ AUTH_FAILURE_LIMIT = 3
 MAX_RECIPIENTS = 100
 #: Sessions one server holds at once (as Postfix's default process limit).
 MAX_CONNECTIONS = 100
+#: Seconds a stopping server may take before the lab gives up on it (LabController.stop).
+STOP_DEADLINE = 5.0
 #: How much longer MAIL and RCPT lines may be for DSN's parameters (RFC 3461 §4);
 #: aiosmtpd itself adds SIZE's 26 octets (RFC 1870) and SMTPUTF8's 10 to MAIL.
 _DSN_ALLOWANCE = {"MAIL": 100, "RCPT": 500}
@@ -104,11 +110,15 @@ def aiosmtpd_hooks(cls: type) -> list[str]:
 
 
 class ConnectionSlots:
-    """The open sessions of one server, at most ``limit``; used on the server's loop only."""
+    """The open connections of one server, and its sessions (at most ``limit``); used on
+    the server's loop only."""
 
     def __init__(self, limit: int | None):
         self.limit = limit
         self.sessions: set[RecordingSMTP] = set()
+        #: Every TCP connection, under any TLS layer; weakly, as the asyncio.Server of
+        #: Python 3.13 keeps its clients: a closed transport leaves with its connection.
+        self.links: weakref.WeakSet[asyncio.Transport] = weakref.WeakSet()
 
     def take(self, session: RecordingSMTP) -> bool:
         if self.limit is not None and len(self.sessions) >= self.limit:
@@ -120,10 +130,17 @@ class ConnectionSlots:
         self.sessions.discard(session)
 
     def hang_up(self) -> None:
-        """Drop every open session (the server is going down, as if it crashed)."""
-        for session in list(self.sessions):
-            if session.transport is not None:
-                session.transport.abort()  # type: ignore[attr-defined]
+        """Drop every connection (the server is going down, as if it crashed).
+
+        The TCP transports, not the sessions' TLS ones: a TLS transport closed twice
+        (aiosmtpd closes it at QUIT and again as the session ends) has let go of its
+        connection, so its ``abort()`` raises AttributeError on Python 3.11.1-3.11.3
+        and does nothing later (CPython gh-98539), while the connection waits up to 30 s
+        for the client's TLS close_notify. A connection in the middle of a TLS handshake
+        has no session yet at all.
+        """
+        for link in list(self.links):
+            link.abort()
 
 
 class GuardedCommand:
@@ -370,6 +387,8 @@ class RecordingSMTP(SMTP):
             self._land(self._arrivals)
         super().connection_made(transport)
         if not starting_tls:
+            if self._slots is not None and transport.get_extra_info("sslcontext") is None:
+                self._slots.links.add(transport)  # type: ignore[arg-type]  # TCP, not TLS
             peer = transport.get_extra_info("peername")
             self.wire.peer = (peer[0], peer[1]) if peer else None
             self.wire.client = peer[0] if peer else "unknown"
@@ -430,6 +449,12 @@ class RecordingSMTP(SMTP):
             # The server knows the client only by the name it claimed in HELO/EHLO.
             self.wire.client = self.session.host_name
         super().connection_lost(error)
+        # asyncio keeps a reset (ConnectionResetError) in a future that only
+        # StreamWriter.wait_closed() reads, and nobody calls it. aiosmtpd's __del__ reads
+        # it, but a session dies in a reference cycle, where the garbage collector may
+        # finalize the future first: "Future exception was never retrieved", at exit.
+        if self._closed.done() and not self._closed.cancelled():
+            self._closed.exception()
         if self._journal is not None:
             self._journal.closed(self.wire)
         else:
@@ -504,8 +529,28 @@ class RecordingSMTP(SMTP):
         await super().push(status)
 
 
+class TLSLayer(sslproto.SSLProtocol):
+    """Implicit TLS (RFC 8314) in front of a session, as asyncio would put it there for
+    ``create_server(ssl=...)``, but made by the lab so the server knows the TCP connection
+    under it, from before the handshake (see :meth:`ConnectionSlots.hang_up`)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        app: Any,
+        context: ssl.SSLContext,
+        links: weakref.WeakSet[asyncio.Transport],
+    ):
+        super().__init__(loop, app, context, None, server_side=True)
+        self._links = links
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._links.add(transport)  # type: ignore[arg-type]
+        super().connection_made(transport)
+
+
 class LabController(Controller):
-    """A threaded aiosmtpd Controller on 127.0.0.1, on a port the OS picks."""
+    """A threaded aiosmtpd Controller on 127.0.0.1, on a port the OS picks, that always stops."""
 
     def __init__(
         self,
@@ -543,21 +588,63 @@ class LabController(Controller):
         )
 
     async def _bind(self) -> asyncio.AbstractServer:
-        """Bind ``self.port`` (0 = any free port; a server coming back up asks for its old one)."""
-        server = await self.loop.create_server(
-            self._factory_invoker, host=self.hostname, port=self.port, ssl=self.ssl_context
-        )
-        self.port = server.sockets[0].getsockname()[1]
-        return server
+        """Bind ``self.port`` (0 = any free port; a server coming back up asks for its old one).
+
+        The lab holds the listening socket itself, so :meth:`stop` can free the port even
+        if the loop never ends."""
+        self._listener = socket.create_server((self.hostname, self.port))
+        self.port = self._listener.getsockname()[1]
+        return await self.loop.create_server(self._accept, sock=self._listener)
+
+    def _accept(self) -> asyncio.BaseProtocol:
+        session = self._factory_invoker()
+        if self.ssl_context is None:
+            return session
+        return TLSLayer(self.loop, session, self.ssl_context, self.connections.links)
 
     def _create_server(self):  # type: ignore[override]  # a coroutine is what _run awaits
         return self._bind()
 
     def cancel_tasks(self, stop_loop: bool = True) -> None:
-        """Stopping (on the loop): hang up on open sessions first. Stopping the loop alone
-        would leave their sockets open, to be found by the garbage collector later."""
-        self.connections.hang_up()
+        """Stopping (on the loop): stop the loop and cancel the tasks, then hang up on every
+        connection. Stopping the loop alone would leave their sockets open, to be found by
+        the garbage collector later (Python 3.11), or keep the server's ``wait_closed()``
+        waiting for them (3.12 and later)."""
         super().cancel_tasks(stop_loop)
+        self.connections.hang_up()
+
+    def stop(self, no_assert: bool = False) -> None:
+        """Stop the loop and its thread, waiting at most :data:`STOP_DEADLINE` seconds.
+
+        A loop that has not ended by then is given up on: its listening socket is closed,
+        which frees the port, its daemon thread is left to end whenever it can, and a
+        RuntimeWarning names the server (a stop never hangs a kernel or a test run).
+        """
+        thread, self._thread = self._thread, None
+        assert no_assert or thread is not None, "SMTP daemon not running"
+        self.loop.call_soon_threadsafe(self.cancel_tasks)
+        if thread is not None:
+            thread.join(STOP_DEADLINE)
+            if thread.is_alive():
+                self._give_up()
+                return
+        self._cleanup()
+
+    def _give_up(self) -> None:
+        """Free the port of a loop that does not stop, and say so. The thread keeps what
+        ``_cleanup()`` would reset: it may still need it, should it end one day.
+
+        A fresh, unbound socket takes over the listening socket's file descriptor, which
+        closes the listening socket; the loop, when it ends, closes that placeholder rather
+        than a descriptor number that may mean something else by then."""
+        with socket.socket() as placeholder:
+            os.dup2(placeholder.fileno(), self._listener.fileno())
+        warnings.warn(
+            f"{self.SMTP_kwargs['hostname']}: the server did not stop within "
+            f"{STOP_DEADLINE:g} s; its port {self.port} is free, its thread left behind",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def _trigger_server(self) -> None:
         """The readiness probe. aiosmtpd's wraps implicit TLS with the *server*
