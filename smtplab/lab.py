@@ -60,6 +60,8 @@ from smtplab.world import LOOPBACK, ServerSpec, World, default_world, server_lis
 
 MAX_MESSAGE_SIZE = 10 * 1024 * 1024
 SESSION_TIMEOUT = 60.0
+#: Seconds a stopping lab lets its queues finish their delivery attempts (Lab.stop).
+QUEUE_GRACE = 1.0
 DEFAULT_RETRY = RetryPolicy()
 
 _running: dict[str, Lab] = {}
@@ -699,9 +701,10 @@ class Lab:
         if self._stopped:
             return
         self._stopped = True
-        steps = [queue.stop for queue in self.queues.values()]
+        steps = [self._let_queues_finish]
         steps += [server.down for server in self.servers.values()]
         steps.append(self.servers.clear)
+        steps += [queue.stop for queue in self.queues.values()]  # their attempts have ended
         if hasattr(self, "dns_server"):
             steps.append(self.dns_server.stop)
         steps.append(self._forget)
@@ -712,6 +715,17 @@ class Lab:
         with contextlib.ExitStack() as later:
             for step in reversed(steps):  # an ExitStack unwinds last in, first out
                 later.callback(step)
+
+    def _let_queues_finish(self) -> None:
+        """Give the queues :data:`QUEUE_GRACE` seconds to end the attempts they are making.
+        Past it, the servers stop under them: the attempt's connection drops, its message
+        stays queued (a next hop that had stored it before its 250 gets it once more
+        after a restart, as RFC 5321 §6.1 allows), and the queue stops at once."""
+        for queue in self.queues.values():
+            queue.stop(timeout=0)
+        deadline = time.monotonic() + QUEUE_GRACE
+        for queue in self.queues.values():
+            queue.stop(timeout=max(0.0, deadline - time.monotonic()))
 
     def _forget(self) -> None:
         with _running_lock:

@@ -119,6 +119,15 @@ class ConnectionSlots:
         #: Every TCP connection, under any TLS layer; weakly, as the asyncio.Server of
         #: Python 3.13 keeps its clients: a closed transport leaves with its connection.
         self.links: weakref.WeakSet[asyncio.Transport] = weakref.WeakSet()
+        self.closing = False
+
+    def link(self, tcp: asyncio.BaseTransport) -> None:
+        """A new TCP connection; dropped at once if the server is going down (one accepted
+        just before it stopped listening meets its protocol only after :meth:`hang_up`)."""
+        if self.closing:
+            tcp.abort()  # type: ignore[attr-defined]
+        else:
+            self.links.add(tcp)  # type: ignore[arg-type]
 
     def take(self, session: RecordingSMTP) -> bool:
         if self.limit is not None and len(self.sessions) >= self.limit:
@@ -139,6 +148,7 @@ class ConnectionSlots:
         for the client's TLS close_notify. A connection in the middle of a TLS handshake
         has no session yet at all.
         """
+        self.closing = True
         for link in list(self.links):
             link.abort()
 
@@ -388,7 +398,7 @@ class RecordingSMTP(SMTP):
         super().connection_made(transport)
         if not starting_tls:
             if self._slots is not None and transport.get_extra_info("sslcontext") is None:
-                self._slots.links.add(transport)  # type: ignore[arg-type]  # TCP, not TLS
+                self._slots.link(transport)  # TCP: not behind a TLSLayer
             peer = transport.get_extra_info("peername")
             self.wire.peer = (peer[0], peer[1]) if peer else None
             self.wire.client = peer[0] if peer else "unknown"
@@ -539,14 +549,14 @@ class TLSLayer(sslproto.SSLProtocol):
         loop: asyncio.AbstractEventLoop,
         app: Any,
         context: ssl.SSLContext,
-        links: weakref.WeakSet[asyncio.Transport],
+        connections: ConnectionSlots,
     ):
         super().__init__(loop, app, context, None, server_side=True)
-        self._links = links
+        self._connections = connections
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._links.add(transport)  # type: ignore[arg-type]
         super().connection_made(transport)
+        self._connections.link(transport)
 
 
 class LabController(Controller):
@@ -600,18 +610,33 @@ class LabController(Controller):
         session = self._factory_invoker()
         if self.ssl_context is None:
             return session
-        return TLSLayer(self.loop, session, self.ssl_context, self.connections.links)
+        return TLSLayer(self.loop, session, self.ssl_context, self.connections)
 
     def _create_server(self):  # type: ignore[override]  # a coroutine is what _run awaits
         return self._bind()
 
-    def cancel_tasks(self, stop_loop: bool = True) -> None:
-        """Stopping (on the loop): stop the loop and cancel the tasks, then hang up on every
-        connection. Stopping the loop alone would leave their sockets open, to be found by
-        the garbage collector later (Python 3.11), or keep the server's ``wait_closed()``
-        waiting for them (3.12 and later)."""
-        super().cancel_tasks(stop_loop)
-        self.connections.hang_up()
+    async def _shut_down(self) -> None:
+        """Stopping, on the loop: stop accepting, hang up on every connection, cancel every
+        task and let it end (for at most half the deadline), then stop the loop for aiosmtpd's
+        ``_run`` to close the server and the loop. Stopping the loop at once, as aiosmtpd
+        does, would leave sockets open for the garbage collector and tasks pending (Python
+        3.11), or keep the server's ``wait_closed()`` waiting for their connections (3.12+).
+
+        Not ``server.close()`` yet: a connection accepted a moment ago still has its
+        transport to build, which asyncio refuses (and drops, unclosed) once the server is
+        closed, as it drops the socket of an accepting task cancelled before it began."""
+        me = asyncio.current_task()
+        deadline = self.loop.time() + STOP_DEADLINE / 2
+        try:
+            self.loop.remove_reader(self._listener.fileno())
+            self.connections.hang_up()
+            await asyncio.sleep(0)  # the accepting tasks begin: their transports are built
+            while (tasks := asyncio.all_tasks() - {me}) and self.loop.time() < deadline:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.wait(tasks, timeout=deadline - self.loop.time())
+        finally:
+            self.loop.stop()
 
     def stop(self, no_assert: bool = False) -> None:
         """Stop the loop and its thread, waiting at most :data:`STOP_DEADLINE` seconds.
@@ -622,7 +647,7 @@ class LabController(Controller):
         """
         thread, self._thread = self._thread, None
         assert no_assert or thread is not None, "SMTP daemon not running"
-        self.loop.call_soon_threadsafe(self.cancel_tasks)
+        self.loop.call_soon_threadsafe(self.loop.create_task, self._shut_down())
         if thread is not None:
             thread.join(STOP_DEADLINE)
             if thread.is_alive():
@@ -637,8 +662,9 @@ class LabController(Controller):
         A fresh, unbound socket takes over the listening socket's file descriptor, which
         closes the listening socket; the loop, when it ends, closes that placeholder rather
         than a descriptor number that may mean something else by then."""
-        with socket.socket() as placeholder:
-            os.dup2(placeholder.fileno(), self._listener.fileno())
+        if self._listener.fileno() != -1:  # else the loop has closed it already
+            with socket.socket() as placeholder:
+                os.dup2(placeholder.fileno(), self._listener.fileno())
         warnings.warn(
             f"{self.SMTP_kwargs['hostname']}: the server did not stop within "
             f"{STOP_DEADLINE:g} s; its port {self.port} is free, its thread left behind",

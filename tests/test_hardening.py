@@ -600,6 +600,19 @@ def in_flight(lab: Lab) -> Raw:
     return client
 
 
+def queue_mid_attempt(lab: Lab) -> Raw:
+    """The submission queue waiting for the greeting of an MX a minute away, which its
+    client would give 10 s per MX host; and a client of ours waiting alongside it."""
+    for host in ("mx1.example.org", "mx2.example.org"):
+        lab.server(host).slow_down(60)
+    assert lab.send(SENDER, RECIPIENT, "Slow", "x").ok  # queued; the queue starts on it
+    wait_until(
+        lambda: any(log.server == ROLES["mx"] for log in lab.journal.logs()),
+        what="the queue connected to the MX",
+    )
+    return connect(lab, "mx")
+
+
 def silent_in_data(lab: Lab) -> Raw:
     """A client that vanished in the middle of its message, without closing."""
     client = ready(lab, "submission")
@@ -619,6 +632,7 @@ STOP_STATES = {
     ),
     "pipelined-in-flight": in_flight,
     "silent-in-data": silent_in_data,
+    "queue-mid-attempt": queue_mid_attempt,
 }
 
 
