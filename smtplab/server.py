@@ -10,8 +10,12 @@ Theory of operation
   transcript stays readable.
 * :class:`LabController` is aiosmtpd's threaded ``Controller`` (its own event
   loop in a daemon thread, which is what works next to a kernel's running
-  loop) with one change: it binds port 0 and reads back the port the kernel
-  chose, so there is no window in which another process can take the port.
+  loop) with two changes. It binds port 0 and reads back the port the kernel
+  chose, so there is no window in which another process can take the port. And
+  it always stops: it aborts every TCP connection (under any TLS layer, which
+  it knows because it makes implicit TLS's layer itself, :class:`TLSLayer`),
+  lets every task end, and gives up on a loop that has not ended after
+  ``STOP_DEADLINE`` seconds, freeing its port and saying so.
 * Fault injection (:mod:`smtplab.faults`) sits in front of each command and at
   the end of DATA, so a reader can make any server greylist, refuse, slow down
   or hang up.
