@@ -13,7 +13,7 @@ PIP    := $(BIN)/python -m pip
 export JUPYTER_PLATFORM_DIRS := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: lab test bench notebooks clean
+.PHONY: lab test test-all bench notebooks clean
 
 # JupyterLab with the settings the project ships in jupyter/settings/ (overrides.json:
 # no "news?" pop-up, no update check; Binder's postBuild installs the same file), and
@@ -27,7 +27,13 @@ lab: $(VENV)/.stamp-lab
 
 test: $(VENV)/.stamp-test
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The Python matrix (what .ci/run runs): `make test` on every Python here among the
+# versions pyproject.toml's classifiers list, each in its own .venv-<version>; strict
+# nbval on the one environment.yml pins, --nbval-lax (executed, no errors) on the others.
+test-all:
+	$(PYTHON) tools/test_matrix.py
 
 # Receive, relay and bulk benchmarks against plain aiosmtpd, Postfix (smtp-sink, a
 # private instance) and MailDev (npm, into bench/maildev/); writes bench/results.md.

@@ -5,6 +5,13 @@ the file object that :meth:`smtplib.SMTP.getreply` creates, so those are the two
 places we record. It connects to a lab host name, which
 :class:`~smtplab.tlsca.LabLoopbackMixin` maps to 127.0.0.1, so certificates are
 checked against the name and transcripts name hosts, not ports.
+
+smtplib is kept for what does not show in a transcript: reading replies and the
+EHLO keywords, STARTTLS, AUTH, dot-stuffing, timeouts. The command lines are the
+lab's own: every verb in capitals, and ``MAIL FROM:`` / ``RCPT TO:`` spelled as
+RFC 5321 §4.1.1 spells them, as the chapters teach, whatever smtplib writes that
+year (Python 3.13's writes ``from:`` and ``to:``). Servers accept any case
+(RFC 5321 §2.4), so this changes what a reader sees, not what a server does.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import re
 import smtplib
 import socket
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +86,21 @@ class RecordingClient(LabLoopbackMixin, smtplib.SMTP):
         """Verbs in capitals, as most mail programs write them (servers accept any case)."""
         super().putcmd(cmd.upper(), args)
 
+    def mail(self, sender: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
+        """``MAIL FROM:<sender>`` and its parameters, which go only after EHLO (a HELO
+        session has no extensions), as smtplib's ``mail`` does; SMTPUTF8 switches the
+        command encoding to UTF-8 (RFC 6531 §3.4)."""
+        params = options if self.does_esmtp else ()
+        if any(param.upper() == "SMTPUTF8" for param in params):
+            self.command_encoding = "utf-8"
+        self.putcmd("MAIL", path_argument("FROM", sender, params))
+        return self.getreply()
+
+    def rcpt(self, recip: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
+        """``RCPT TO:<recipient>`` and its parameters (after EHLO only, as for MAIL)."""
+        self.putcmd("RCPT", path_argument("TO", recip, options if self.does_esmtp else ()))
+        return self.getreply()
+
     def send(self, s: str | bytes) -> None:
         data = s.encode(self.command_encoding) if isinstance(s, str) else s
         data, self.piggyback = data + self.piggyback, b""
@@ -119,6 +142,14 @@ class Outcome:
     def __str__(self) -> str:
         code = "---" if self.code is None else str(self.code)
         return f"{self.recipient}: {code} {self.text} (at {self.stage})"
+
+
+def path_argument(keyword: str, address: str, params: Sequence[str] = ()) -> str:
+    """``FROM:<alice@example.com> SIZE=300``: what follows MAIL or RCPT (RFC 5321 §4.1.1.2,
+    §4.1.1.3). The address is a bare mailbox (``""`` for the null reverse-path), as the
+    lab and its queues keep them, so it goes between the brackets as it is: smtplib's
+    ``quoteaddr`` would parse it as a header address first."""
+    return f"{keyword}:<{address}>" + "".join(f" {param}" for param in params)
 
 
 def _text(reply: bytes | str) -> str:
@@ -266,16 +297,13 @@ def pipelined(
     order; the message follows only a 354, and only if a recipient was accepted
     (else a lone dot ends the data at once). Two round trips instead of 3 + n.
 
-    The addresses are bare mailboxes (``a@b``, or ``""`` for the null sender), as a
-    queue stores them, so they go between brackets as they are: smtplib's
-    ``quoteaddr`` would parse each one as a header address first.
+    The addresses go as :func:`path_argument` writes them.
     """
     if "SMTPUTF8" in mail_options:
-        client.command_encoding = "utf-8"  # as smtplib.mail does
-    rcpt_params = "".join(f" {option}" for option in rcpt_options)
+        client.command_encoding = "utf-8"  # as RecordingClient.mail does
     client.send(
-        f"MAIL FROM:<{sender}>{''.join(f' {o}' for o in mail_options)}\r\n"
-        + "".join(f"RCPT TO:<{r}>{rcpt_params}\r\n" for r in recipients)
+        f"MAIL {path_argument('FROM', sender, mail_options)}\r\n"
+        + "".join(f"RCPT {path_argument('TO', r, rcpt_options)}\r\n" for r in recipients)
         + "DATA\r\n"
     )
     mail_code, mail_reply = client.getreply()

@@ -76,6 +76,8 @@ from smtplab.world import (
 
 MAX_MESSAGE_SIZE = 10 * 1024 * 1024
 SESSION_TIMEOUT = 60.0
+#: Seconds a stopping lab lets its queues finish their delivery attempts (Lab.stop).
+QUEUE_GRACE = 1.0
 DEFAULT_RETRY = RetryPolicy()
 
 _running: dict[str, Lab] = {}
@@ -156,10 +158,11 @@ class LabServer:
         self.controller, self._port = controller, int(controller.port)
 
     def down(self) -> None:
-        """Stop listening, as if the host crashed: connections are refused."""
-        if self.controller is not None:
-            self.controller.stop()
-            self.controller = None
+        """Stop listening, as if the host crashed: connections are refused. Returns within
+        a few seconds: a server that cannot stop cleanly gives up, frees its port and warns."""
+        controller, self.controller = self.controller, None
+        if controller is not None:
+            controller.stop()
 
     def fail(self, command: str, reply: str | None, times: int | None = 1) -> None:
         """Answer ``reply`` to ``command`` (``None``: hang up) the next ``times`` times.
@@ -782,25 +785,48 @@ class Lab:
 
     # -- lifecycle ---------------------------------------------------------------
     def stop(self) -> None:
-        """Stop queues, servers and DNS; remove a temporary folder. Safe to call twice."""
+        """Stop queues, servers and DNS; remove a temporary folder. Safe to call twice.
+
+        Returns within a few seconds whatever the sessions are doing: a server that
+        cannot stop cleanly gives up after ``STOP_DEADLINE`` (see LabController.stop).
+        A step that fails (a warning, where warnings are errors) does not keep the
+        steps after it from running; its exception is raised once they have run.
+        """
         if self._stopped:
             return
         self._stopped = True
-        for queue in self.queues.values():
-            queue.stop()
-        for server in self.servers.values():
-            server.down()
-        self.servers.clear()
+        steps = [self._let_queues_finish]
+        steps += [server.down for server in self.servers.values()]
+        steps.append(self.servers.clear)
+        steps += [queue.stop for queue in self.queues.values()]  # their attempts have ended
         if hasattr(self, "dns_server"):
-            self.dns_server.stop()
+            steps.append(self.dns_server.stop)
+        steps.append(self._forget)
+        if self.mailstore is not None:
+            steps.append(self.mailstore.stop)
+        if hasattr(self, "_root_lock"):
+            steps.append(self._root_lock.release)
+        if self._folder is not None:
+            steps.append(self._folder.cleanup)
+        with contextlib.ExitStack() as later:
+            for step in reversed(steps):  # an ExitStack unwinds last in, first out
+                later.callback(step)
+
+    def _let_queues_finish(self) -> None:
+        """Give the queues :data:`QUEUE_GRACE` seconds to end the attempts they are making.
+        Past it, the servers stop under them: the attempt's connection drops, its message
+        stays queued (a next hop that had stored it before its 250 gets it once more
+        after a restart, as RFC 5321 §6.1 allows), and the queue stops at once."""
+        for queue in self.queues.values():
+            queue.stop(timeout=0)
+        deadline = time.monotonic() + QUEUE_GRACE
+        for queue in self.queues.values():
+            queue.stop(timeout=max(0.0, deadline - time.monotonic()))
+
+    def _forget(self) -> None:
         with _running_lock:
             if _running.get(self.name) is self:
                 del _running[self.name]
-        if self.mailstore is not None:
-            self.mailstore.stop()
-        self._root_lock.release()
-        if self._folder is not None:
-            self._folder.cleanup()
 
     def __enter__(self) -> Lab:
         return self

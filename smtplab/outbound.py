@@ -225,14 +225,18 @@ class DeliveryQueue:
         self._worker = threading.Thread(target=self._run, name=f"queue {self.host}", daemon=True)
         self._worker.start()
 
-    def stop(self) -> None:
-        """Stop after the current attempt; queued messages stay in the spool."""
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop after the current attempt; queued messages stay in the spool. Waits at most
+        ``timeout`` seconds (None: as long as the attempt takes); True once stopped."""
         with self._wake:
             self._stopping = True
             self._wake.notify_all()
         if self._worker is not None:
-            self._worker.join()
+            self._worker.join(timeout)
+            if self._worker.is_alive():
+                return False
             self._worker = None
+        return True
 
     # -- holding -----------------------------------------------------------------------
     @property

@@ -10,8 +10,12 @@ Theory of operation
   transcript stays readable.
 * :class:`LabController` is aiosmtpd's threaded ``Controller`` (its own event
   loop in a daemon thread, which is what works next to a kernel's running
-  loop) with one change: it binds port 0 and reads back the port the kernel
-  chose, so there is no window in which another process can take the port.
+  loop) with two changes. It binds port 0 and reads back the port the kernel
+  chose, so there is no window in which another process can take the port. And
+  it always stops: it aborts every TCP connection (under any TLS layer, which
+  it knows because it makes implicit TLS's layer itself, :class:`TLSLayer`),
+  lets every task end, and gives up on a loop that has not ended after
+  ``STOP_DEADLINE`` seconds, freeing its port and saying so.
 * Fault injection (:mod:`smtplab.faults`) sits in front of each command and at
   the end of DATA, so a reader can make any server greylist, refuse, slow down
   or hang up.
@@ -50,8 +54,12 @@ import asyncio
 import collections
 import functools
 import logging
+import os
 import socket
 import ssl
+import warnings
+import weakref
+from asyncio import sslproto
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -79,6 +87,8 @@ AUTH_FAILURE_LIMIT = 3
 MAX_RECIPIENTS = 100
 #: Sessions one server holds at once (as Postfix's default process limit).
 MAX_CONNECTIONS = 100
+#: Seconds a stopping server may take before the lab gives up on it (LabController.stop).
+STOP_DEADLINE = 5.0
 #: How much longer MAIL and RCPT lines may be for DSN's parameters (RFC 3461 §4);
 #: aiosmtpd itself adds SIZE's 26 octets (RFC 1870) and SMTPUTF8's 10 to MAIL.
 _DSN_ALLOWANCE = {"MAIL": 100, "RCPT": 500}
@@ -104,11 +114,24 @@ def aiosmtpd_hooks(cls: type) -> list[str]:
 
 
 class ConnectionSlots:
-    """The open sessions of one server, at most ``limit``; used on the server's loop only."""
+    """The open connections of one server, and its sessions (at most ``limit``); used on
+    the server's loop only."""
 
     def __init__(self, limit: int | None):
         self.limit = limit
         self.sessions: set[RecordingSMTP] = set()
+        #: Every TCP connection, under any TLS layer; weakly, as the asyncio.Server of
+        #: Python 3.13 keeps its clients: a closed transport leaves with its connection.
+        self.links: weakref.WeakSet[asyncio.Transport] = weakref.WeakSet()
+        self.closing = False
+
+    def link(self, tcp: asyncio.BaseTransport) -> None:
+        """A new TCP connection; dropped at once if the server is going down (one accepted
+        just before it stopped listening meets its protocol only after :meth:`hang_up`)."""
+        if self.closing:
+            tcp.abort()  # type: ignore[attr-defined]
+        else:
+            self.links.add(tcp)  # type: ignore[arg-type]
 
     def take(self, session: RecordingSMTP) -> bool:
         if self.limit is not None and len(self.sessions) >= self.limit:
@@ -120,10 +143,18 @@ class ConnectionSlots:
         self.sessions.discard(session)
 
     def hang_up(self) -> None:
-        """Drop every open session (the server is going down, as if it crashed)."""
-        for session in list(self.sessions):
-            if session.transport is not None:
-                session.transport.abort()  # type: ignore[attr-defined]
+        """Drop every connection (the server is going down, as if it crashed).
+
+        The TCP transports, not the sessions' TLS ones: a TLS transport closed twice
+        (aiosmtpd closes it at QUIT and again as the session ends) has let go of its
+        connection, so its ``abort()`` raises AttributeError on Python 3.11.1-3.11.3
+        and does nothing later (CPython gh-98539), while the connection waits up to 30 s
+        for the client's TLS close_notify. A connection in the middle of a TLS handshake
+        has no session yet at all.
+        """
+        self.closing = True
+        for link in list(self.links):
+            link.abort()
 
 
 class GuardedCommand:
@@ -370,6 +401,8 @@ class RecordingSMTP(SMTP):
             self._land(self._arrivals)
         super().connection_made(transport)
         if not starting_tls:
+            if self._slots is not None and transport.get_extra_info("sslcontext") is None:
+                self._slots.link(transport)  # TCP: not behind a TLSLayer
             peer = transport.get_extra_info("peername")
             self.wire.peer = (peer[0], peer[1]) if peer else None
             self.wire.client = peer[0] if peer else "unknown"
@@ -430,6 +463,12 @@ class RecordingSMTP(SMTP):
             # The server knows the client only by the name it claimed in HELO/EHLO.
             self.wire.client = self.session.host_name
         super().connection_lost(error)
+        # asyncio keeps a reset (ConnectionResetError) in a future that only
+        # StreamWriter.wait_closed() reads, and nobody calls it. aiosmtpd's __del__ reads
+        # it, but a session dies in a reference cycle, where the garbage collector may
+        # finalize the future first: "Future exception was never retrieved", at exit.
+        if self._closed.done() and not self._closed.cancelled():
+            self._closed.exception()
         if self._journal is not None:
             self._journal.closed(self.wire)
         else:
@@ -504,8 +543,28 @@ class RecordingSMTP(SMTP):
         await super().push(status)
 
 
+class TLSLayer(sslproto.SSLProtocol):
+    """Implicit TLS (RFC 8314) in front of a session, as asyncio would put it there for
+    ``create_server(ssl=...)``, but made by the lab so the server knows the TCP connection
+    under it, from before the handshake (see :meth:`ConnectionSlots.hang_up`)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        app: Any,
+        context: ssl.SSLContext,
+        connections: ConnectionSlots,
+    ):
+        super().__init__(loop, app, context, None, server_side=True)
+        self._connections = connections
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._connections.link(transport)
+
+
 class LabController(Controller):
-    """A threaded aiosmtpd Controller on 127.0.0.1, on a port the OS picks."""
+    """A threaded aiosmtpd Controller on 127.0.0.1, on a port the OS picks, that always stops."""
 
     def __init__(
         self,
@@ -543,21 +602,79 @@ class LabController(Controller):
         )
 
     async def _bind(self) -> asyncio.AbstractServer:
-        """Bind ``self.port`` (0 = any free port; a server coming back up asks for its old one)."""
-        server = await self.loop.create_server(
-            self._factory_invoker, host=self.hostname, port=self.port, ssl=self.ssl_context
-        )
-        self.port = server.sockets[0].getsockname()[1]
-        return server
+        """Bind ``self.port`` (0 = any free port; a server coming back up asks for its old one).
+
+        The lab holds the listening socket itself, so :meth:`stop` can free the port even
+        if the loop never ends."""
+        self._listener = socket.create_server((self.hostname, self.port))
+        self.port = self._listener.getsockname()[1]
+        return await self.loop.create_server(self._accept, sock=self._listener)
+
+    def _accept(self) -> asyncio.BaseProtocol:
+        session = self._factory_invoker()
+        if self.ssl_context is None:
+            return session
+        return TLSLayer(self.loop, session, self.ssl_context, self.connections)
 
     def _create_server(self):  # type: ignore[override]  # a coroutine is what _run awaits
         return self._bind()
 
-    def cancel_tasks(self, stop_loop: bool = True) -> None:
-        """Stopping (on the loop): hang up on open sessions first. Stopping the loop alone
-        would leave their sockets open, to be found by the garbage collector later."""
-        self.connections.hang_up()
-        super().cancel_tasks(stop_loop)
+    async def _shut_down(self) -> None:
+        """Stopping, on the loop: stop accepting, hang up on every connection, cancel every
+        task and let it end (for at most half the deadline), then stop the loop for aiosmtpd's
+        ``_run`` to close the server and the loop. Stopping the loop at once, as aiosmtpd
+        does, would leave sockets open for the garbage collector and tasks pending (Python
+        3.11), or keep the server's ``wait_closed()`` waiting for their connections (3.12+).
+
+        Not ``server.close()`` yet: a connection accepted a moment ago still has its
+        transport to build, which asyncio refuses (and drops, unclosed) once the server is
+        closed, as it drops the socket of an accepting task cancelled before it began."""
+        me = asyncio.current_task()
+        deadline = self.loop.time() + STOP_DEADLINE / 2
+        try:
+            self.loop.remove_reader(self._listener.fileno())
+            self.connections.hang_up()
+            await asyncio.sleep(0)  # the accepting tasks begin: their transports are built
+            while (tasks := asyncio.all_tasks() - {me}) and self.loop.time() < deadline:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.wait(tasks, timeout=deadline - self.loop.time())
+        finally:
+            self.loop.stop()
+
+    def stop(self, no_assert: bool = False) -> None:
+        """Stop the loop and its thread, waiting at most :data:`STOP_DEADLINE` seconds.
+
+        A loop that has not ended by then is given up on: its listening socket is closed,
+        which frees the port, its daemon thread is left to end whenever it can, and a
+        RuntimeWarning names the server (a stop never hangs a kernel or a test run).
+        """
+        thread, self._thread = self._thread, None
+        assert no_assert or thread is not None, "SMTP daemon not running"
+        self.loop.call_soon_threadsafe(self.loop.create_task, self._shut_down())
+        if thread is not None:
+            thread.join(STOP_DEADLINE)
+            if thread.is_alive():
+                self._give_up()
+                return
+        self._cleanup()
+
+    def _give_up(self) -> None:
+        """Free the port of a loop that does not stop, and say so. The thread keeps what
+        ``_cleanup()`` would reset: it may still need it, should it end one day.
+
+        A fresh, unbound socket takes over the listening socket's file descriptor, which
+        closes the listening socket; the loop, when it ends, closes that placeholder rather
+        than a descriptor number that may mean something else by then."""
+        if self._listener.fileno() != -1:  # else the loop has closed it already
+            with socket.socket() as placeholder:
+                os.dup2(placeholder.fileno(), self._listener.fileno())
+        warnings.warn(
+            f"{self.SMTP_kwargs['hostname']}: the server did not stop within "
+            f"{STOP_DEADLINE:g} s; its port {self.port} is free, its thread left behind",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def _trigger_server(self) -> None:
         """The readiness probe. aiosmtpd's wraps implicit TLS with the *server*

@@ -103,6 +103,25 @@ class Raw:
             return True
         return False
 
+    def dropped(self, timeout: float = 10.0) -> bool:
+        """Whether the server closed the TCP connection (FIN or RST) within ``timeout`` s.
+
+        Read below any TLS layer, on a duplicate of the socket: TLS records still on
+        their way (a close_notify, session tickets) are read past, so only the end of the
+        connection itself counts."""
+        deadline = time.monotonic() + timeout
+        with socket.socket(fileno=os.dup(self.sock.fileno())) as tcp:
+            try:
+                while (remaining := deadline - time.monotonic()) > 0:
+                    tcp.settimeout(remaining)
+                    if not tcp.recv(65536):
+                        return True
+            except ConnectionResetError:
+                return True
+            except TimeoutError:
+                pass
+        return False
+
     def readable(self, timeout: float) -> bool:
         """Whether the server has sent something (or closed) within ``timeout`` seconds."""
         if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():

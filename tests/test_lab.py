@@ -147,6 +147,25 @@ def test_describe_is_the_json_contract(lab):
     assert users["bob@example.org"]["maildir"].startswith(str(lab.root))
 
 
+def test_the_lab_client_writes_its_commands_in_the_case_the_chapters_teach(lab):
+    """Verbs in capitals and ``MAIL FROM:`` / ``RCPT TO:`` as RFC 5321 §4.1.1 spells them, on
+    every Python: smtplib's own spelling changed in 3.13 (``from:``, ``to:``). The submission
+    (STARTTLS, AUTH, DSN parameters) and the queue's relay to the MX both show it."""
+    result = lab.send("alice@example.com", ["bob@example.org", "carol@example.org"],
+                      "Case", "x", notify=["SUCCESS"], ret="HDRS")
+    assert result.ok
+    lab.settle(10)
+    relayed = [t for t in lab.transcripts("mx1.example.org") if t.commands]
+    lines = [c.line for t in [result.transcript, *relayed] for c in t.commands if not c.secret]
+    verbs = {"EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "QUIT", "RSET", "NOOP"}
+    assert {line.split()[0] for line in lines} <= verbs
+    envelope = [line for line in lines if line.startswith(("MAIL", "RCPT"))]
+    assert envelope, "no MAIL or RCPT seen"
+    assert all(line.startswith(("MAIL FROM:<", "RCPT TO:<")) for line in envelope), envelope
+    assert "MAIL FROM:<alice@example.com> RET=HDRS" in lines
+    assert "RCPT TO:<bob@example.org> NOTIFY=SUCCESS" in lines
+
+
 def test_eight_bit_bodies_and_international_addresses_are_declared(lab):
     """RFC 6152 (BODY=8BITMIME) and RFC 6531 (SMTPUTF8) are declared when needed."""
     cafe = lab.send(

@@ -140,12 +140,30 @@ def test_github_workflow_runs_the_ci_script() -> None:
     assert re.search(r"^\s*run:\s*bash \.ci/run\s*$", workflow, re.MULTILINE)
 
 
-def test_ci_script_runs_make_test() -> None:
+def test_ci_script_runs_make_test_all() -> None:
     text = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    assert re.search(r"^\s*(?:exec\s+)?make\s+test\s*$", text, re.MULTILINE)
+    assert re.search(r"^\s*(?:exec\s+)?make\s+test-all\s*$", text, re.MULTILINE)
 
 
-def test_makefile_has_lab_and_test_targets() -> None:
+def test_the_supported_pythons_agree_everywhere() -> None:
+    """requires-python, the classifiers (what `make test-all` tests), the GitHub matrix and
+    Binder's pin name the same Pythons."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    prefix = "Programming Language :: Python :: 3."
+    minors = sorted(int(c.removeprefix(prefix)) for c in project["classifiers"] if prefix in c)
+    low, high = re.fullmatch(r">=3\.(\d+),<3\.(\d+)", project["requires-python"]).groups()
+    assert minors == list(range(int(low), int(high)))
+    workflow = (ROOT / ".github" / "workflows" / "ci.yml").read_text(encoding="utf-8")
+    matrix = re.search(r"^\s*python-version:\s*\[([^\]]*)\]", workflow, re.MULTILINE)
+    assert matrix, "the workflow has no python-version matrix"
+    assert [v.strip().strip("'\"") for v in matrix.group(1).split(",")] == [
+        f"3.{m}" for m in minors
+    ]
+    items = _conda_dependencies((ROOT / "environment.yml").read_text(encoding="utf-8"))
+    assert f"python=3.{minors[0]}" in items  # the primary: strict nbval, committed outputs
+
+
+def test_makefile_has_lab_test_and_test_all_targets() -> None:
     text = (ROOT / "Makefile").read_text(encoding="utf-8")
     targets = set(re.findall(r"^([A-Za-z][\w.-]*)\s*:(?!=)", text, re.MULTILINE))
-    assert {"lab", "test"} <= targets
+    assert {"lab", "test", "test-all"} <= targets
