@@ -30,8 +30,8 @@ test: $(VENV)/.stamp-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The Python matrix (what .ci/run runs): `make test` on every Python here among the
-# versions pyproject.toml's classifiers list, each in its own .venv-<version>; strict
-# nbval on the one environment.yml pins, --nbval-lax (executed, no errors) on the others.
+# versions pyproject.toml's classifiers list, each in its own .venv-<version>, strict
+# nbval on every one of them.
 test-all:
 	$(PYTHON) tools/test_matrix.py
 

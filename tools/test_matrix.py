@@ -3,10 +3,11 @@
 The supported minor versions are the ``Programming Language :: Python :: 3.x``
 classifiers of pyproject.toml. Every interpreter found of those versions is
 tested, each in a virtual environment of its own (``.venv-<version>``), so Debian's
-own /usr/bin/python3 (3.11.2 on Debian 12) and pyenv's 3.11.7 both count. The
-chapters are validated by strict nbval on the primary Python, the minor version
-environment.yml pins for Binder and with which the committed outputs are made;
-on the others they are executed (``--nbval-lax``: any error still fails).
+own /usr/bin/python3 (3.11.2 on Debian 12) and pyenv's 3.11.7 both count. Each run
+is the whole of ``make test``, strict nbval included: the committed outputs (made
+with the Python environment.yml pins for Binder) reproduce on every supported
+Python, because the lab's client writes its own commands (chapter 10's plain
+smtplib lines are sanitized).
 
 Interpreters come from PATH (``python3``, ``python3.X``), /usr/bin/python3 and
 pyenv's versions folder, or, when ``PYTHONS`` is set, from that list of
@@ -39,14 +40,6 @@ def supported_minors() -> list[str]:
     return [version for version in versions if re.fullmatch(r"3\.\d+", version)]
 
 
-def primary_minor() -> str:
-    """The Python environment.yml pins (``- python=3.11``)."""
-    text = (ROOT / "environment.yml").read_text(encoding="utf-8")
-    pinned = re.search(r"^\s*-\s*python=(\d+\.\d+)\s*$", text, re.M)
-    assert pinned, "environment.yml pins no python=X.Y"
-    return pinned.group(1)
-
-
 def candidates(minors: list[str]) -> list[str]:
     if os.environ.get("PYTHONS"):
         return os.environ["PYTHONS"].split()
@@ -74,37 +67,26 @@ def interpreters(minors: list[str]) -> dict[str, str]:
 
 
 def main() -> int:
-    minors, primary = supported_minors(), primary_minor()
+    minors = supported_minors()
     found = interpreters(minors)
     if not found:
         print(f"test-all: no Python {', '.join(minors)} found", flush=True)
         return 1
     results = []
     for version, python in found.items():
-        strict = version.rpartition(".")[0] == primary
-        print(
-            f"\n=== test-all: Python {version} ({python}), nbval {'strict' if strict else 'lax'}",
-            flush=True,
-        )
+        print(f"\n=== test-all: Python {version} ({python})", flush=True)
         started = time.monotonic()
         done = subprocess.run(
-            [
-                "make",
-                "test",
-                f"PYTHON={python}",
-                f"VENV=.venv-{version}",
-                f"PYTEST_ARGS={'' if strict else '--nbval-lax'}",
-            ],
+            ["make", "test", f"PYTHON={python}", f"VENV=.venv-{version}"],
             cwd=ROOT,
             check=False,
         )
-        results.append((version, strict, done.returncode, time.monotonic() - started))
+        results.append((version, done.returncode, time.monotonic() - started))
     print("\n=== test-all: summary")
-    for version, strict, code, seconds in results:
+    for version, code, seconds in results:
         outcome = "passed" if code == 0 else f"FAILED (exit {code})"
-        mode = "strict nbval" if strict else "nbval-lax"
-        print(f"Python {version:<8} {mode:<12} {outcome:<18} {seconds / 60:5.1f} min")
-    return 0 if all(code == 0 for _, _, code, _ in results) else 1
+        print(f"Python {version:<8} {outcome:<18} {seconds / 60:5.1f} min")
+    return 0 if all(code == 0 for _, code, _ in results) else 1
 
 
 if __name__ == "__main__":
