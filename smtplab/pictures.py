@@ -40,6 +40,7 @@ from smtplab.mx import Route, RouteError
 from smtplab.protocol import REPLY_CLASSES, reply_meaning
 from smtplab.transcript import _COLOUR as SIDE_COLOURS
 from smtplab.transcript import Command, Data, Reply, TLSStarted, Transcript
+from smtplab.transcript import _data_summary as data_summary
 from smtplab.world import Domain, ServerSpec, World
 
 if TYPE_CHECKING:
@@ -614,7 +615,7 @@ def _wire_rows(transcript: Transcript) -> tuple[list[_Row], int | None, str]:
             more = f" (+{len(event.lines) - 1} lines)" if len(event.lines) > 1 else ""
             rows.append(_Row("server", event.lines[0] + more, _code_tone(event.code)))
         elif isinstance(event, Data):
-            rows.append(_Row("client", f"[message data, {len(event.wire)} bytes]", "client"))
+            rows.append(_Row("client", data_summary(event), "client"))  # as the transcript says
     return rows, started, version
 
 

@@ -232,6 +232,8 @@ def test_the_tls_timeline_shows_what_crossed_in_the_clear_on_587_and_nothing_on_
     assert on_587[boundary + 1][1] == "→ EHLO client.example.com"
     assert "→ AUTH PLAIN ********" in [text for _, text in on_587[boundary:]]
     assert on_465[0] == ("tls", "") and {b for b, _ in on_465[1:]} == {"encrypted"}
+    summary = next(line.text for line in implicit.lines() if line.text.startswith("[message"))
+    assert f"→ {summary}" in [text for _, text in on_465]  # the transcript's own words
     words = desc(parse(picture))
     assert "2 commands (EHLO, STARTTLS) and 3 replies crossed in the clear" in words
     assert "smtps.example.com: TLS from the first byte; nothing crossed in the clear" in words
