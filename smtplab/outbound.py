@@ -10,14 +10,26 @@ commits everything that arrives together at once. Code outside an event loop
 (the DSNs the queue sends itself) calls :meth:`DeliveryQueue.accept`.
 
 One worker thread then takes due entries in order. For each it asks the lab DNS
-for the route (RFC 5321 §5.1), connects to the candidates in turn until one
-answers, and runs one transaction with the recording client, so every hop has
-a transcript. Per recipient:
+for the route (RFC 5321 §5.1; a relay in the MX list keeps only the hosts it
+prefers to itself), and runs one transaction with the recording client per
+host, so every hop has a transcript. Per recipient:
 
 * 2xx: done; the next hop is responsible now (§6.1);
-* 5xx: permanent; a DSN goes back to the sender (RFC 3464), never to ``<>``;
-* 4xx, or no host reachable: retried after ``first_delay * factor**(n-1)``
-  seconds, until ``max_attempts`` or ``max_age``, then bounced (§4.5.4.1).
+* 5xx (or a message needing SMTPUTF8 for a host without it, RFC 6531 §3.2):
+  permanent; a DSN goes back to the sender (RFC 3464), never to ``<>``;
+* 4xx, or no answer: the next MX host is tried, "until a delivery attempt
+  succeeds" (§5.1); after the last, retried after ``first_delay *
+  factor**(n-1)`` seconds, until ``max_attempts`` or ``max_age``, then bounced
+  (§4.5.4.1).
+
+To a next hop that offers DSN the sender's RET, ENVID, NOTIFY and ORCPT go on
+with the message, and the MX that stores it sends the success notice (RFC 3461
+§5.2.1, §5.2.3, :meth:`DeliveryQueue.report_delivered`); to one without DSN the
+queue sends ``relayed`` itself (§5.2.2).
+
+An error in one entry's delivery (a bug, bytes no client can send) never stops
+the worker: the entry is deferred like a ``4.3.0`` local error, noted in its
+journey, and bounced once it expires, and the worker goes on (§6.1).
 
 A notice from the null reverse-path (a DSN) is retried like any message; when
 it fails for good it cannot be bounced (§6.1: never a notice about a notice),
