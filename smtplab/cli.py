@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 import tomllib
+from collections.abc import Callable
 from datetime import datetime
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
@@ -51,6 +52,7 @@ from smtplab.journey import Step
 from smtplab.lab import Lab, PortInUse
 from smtplab.maildir import StoredMessage
 from smtplab.outbound import DEFAULT_POLICY, RetryPolicy
+from smtplab.printer import LinePrinter
 from smtplab.retrieval import fetch_mailbox
 from smtplab.wire import WireLog
 from smtplab.world import (
@@ -59,8 +61,6 @@ from smtplab.world import (
     ServerSpec,
     User,
     World,
-    check_password,
-    check_user_address,
 )
 
 STATE_FILE = "lab.json"
@@ -91,84 +91,94 @@ def world_from_data(data: dict[str, Any]) -> World:
                       "users": [{"address": "alice@example.com", "password": "pw"}]}],
          "servers": [{"host": "mx.example.com", "role": "mx", "domains": ["example.com"]}]}
 
-    An MX host that is not one of the servers gets no address in the lab DNS:
-    mail for its domain waits in the queue, as it would for a host that is down.
+    Names and addresses are taken in lower case (an MX host may end with a dot; a
+    lone ``"."`` is a null MX). An MX host that is not one of the servers gets no
+    address in the lab DNS: mail for its domain waits in the queue, as it would for
+    a host that is down. Everything else is checked by :func:`smtplab.world.check_world`.
     """
 
-    def need(container: dict[str, Any], key: str, kind: type, where: str) -> Any:
-        value = container.get(key)
-        if not isinstance(value, kind):
-            raise CLIError(f"{where}: '{key}' must be a {kind.__name__}")
+    def table(value: Any, where: str, keys: set[str]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise CLIError(f"{where} must be a table/object")
+        unknown = sorted(set(value) - keys)
+        if unknown:
+            raise CLIError(
+                f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(keys))})"
+            )
         return value
 
+    def need(container: dict[str, Any], key: str, kind: type, where: str, default: Any) -> Any:
+        value = container.get(key, default)
+        if not isinstance(value, kind):
+            raise CLIError(f"{where}.{key} must be a {kind.__name__}")
+        return value
+
+    def names(container: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+        items = need(container, key, list, where, [])
+        if not all(isinstance(item, str) for item in items):
+            raise CLIError(f"{where}.{key} must be a list of names")
+        return tuple(item.lower() for item in items)
+
+    world = table(data, "world", {"client_host", "domains", "servers"})
     domains = []
-    for i, item in enumerate(need(data, "domains", list, "world")):
+    for i, item in enumerate(need(world, "domains", list, "world", None)):
         where = f"domains[{i}]"
-        if not isinstance(item, dict):
-            raise CLIError(f"{where} must be a table/object")
-        name = need(item, "name", str, where).lower()
+        item = table(item, where, {"name", "mx", "users"})
         users = []
-        for j, user in enumerate(item.get("users", [])):
+        for j, user in enumerate(need(item, "users", list, where, [])):
             here = f"{where}.users[{j}]"
-            if not isinstance(user, dict):
-                raise CLIError(f"{here} must be a table/object")
-            try:
-                address = check_user_address(here, need(user, "address", str, here)).lower()
-                password = check_password(f"{here}.password", need(user, "password", str, here))
-            except InvalidInput as error:
-                raise CLIError(str(error)) from None
-            if address.rpartition("@")[2] != name:
-                raise CLIError(f"{here}: {address} is not in the domain {name}")
-            users.append(User(address, password))
+            user = table(user, here, {"address", "password"})
+            address = need(user, "address", str, here, None).lower()
+            users.append(User(address, need(user, "password", str, here, None)))
         mx = []
-        for j, record in enumerate(item.get("mx", [])):
-            if (
-                not isinstance(record, list)
-                or len(record) != 2
-                or not isinstance(record[0], int)
-                or not isinstance(record[1], str)
-            ):
-                raise CLIError(
-                    f'{where}.mx[{j}] must be [preference, host], like [10, "mx.{name}"]'
-                )
-            mx.append((record[0], record[1].lower().rstrip(".")))
+        for j, record in enumerate(need(item, "mx", list, where, [])):
+            if not isinstance(record, list) or len(record) != 2 or not isinstance(record[1], str):
+                raise CLIError(f'{where}.mx[{j}] must be [preference, host], like [10, "mx.x.org"]')
+            host = record[1].lower()
+            mx.append((record[0], "" if host == "." else host.removesuffix(".")))
+        name = need(item, "name", str, where, None).lower()
         domains.append(Domain(name, tuple(users), tuple(mx)))
     servers = []
-    for i, item in enumerate(need(data, "servers", list, "world")):
+    for i, item in enumerate(need(world, "servers", list, "world", None)):
         where = f"servers[{i}]"
-        if not isinstance(item, dict):
-            raise CLIError(f"{where} must be a table/object")
-        role = need(item, "role", str, where)
-        if role not in SMTP_ROLES:
-            raise CLIError(f"{where}: role must be one of {', '.join(SMTP_ROLES)}, not {role!r}")
-        served = item.get("domains", [])
-        if not isinstance(served, list) or not all(isinstance(d, str) for d in served):
-            raise CLIError(f"{where}: 'domains' must be a list of domain names")
-        servers.append(
-            ServerSpec(
-                need(item, "host", str, where).lower(), role, tuple(d.lower() for d in served)
-            )
-        )
-    client_host = data.get("client_host", "client.example.com")
-    if not isinstance(client_host, str):
-        raise CLIError("world: 'client_host' must be a string")
-    return World(tuple(domains), tuple(servers), client_host=client_host)
+        item = table(item, where, {"host", "role", "domains"})
+        host = need(item, "host", str, where, None).lower()
+        role = need(item, "role", str, where, None)
+        servers.append(ServerSpec(host, role, names(item, "domains", where)))  # type: ignore[arg-type]
+    client_host = need(world, "client_host", str, "world", DEFAULT_HELO).lower()
+    try:
+        return World(tuple(domains), tuple(servers), client_host=client_host)
+    except InvalidInput as error:
+        raise CLIError(str(error)) from None
+
+
+#: A topology file is a few kilobytes; a larger one is refused before it is parsed.
+MAX_WORLD_FILE = 1 << 20
 
 
 def load_world(path: Path) -> World:
-    """A World from a ``.toml`` or ``.json`` topology file (see :func:`world_from_data`)."""
+    """A World from a ``.toml`` or ``.json`` topology file (see :func:`world_from_data`);
+    every problem is a CLIError of one line naming the file and the field."""
+    kind = "TOML" if path.suffix == ".toml" else "JSON"
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_WORLD_FILE + 1)
     except OSError as error:
         raise CLIError(f"cannot read {path}: {error.strerror}") from None
+    if len(raw) > MAX_WORLD_FILE:
+        raise CLIError(f"{path} is larger than {MAX_WORLD_FILE} bytes: not a topology file")
     try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
-        kind = "TOML" if path.suffix == ".toml" else "JSON"
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CLIError(f"{path} is not UTF-8 (byte {error.start})") from None
+    try:
+        data = tomllib.loads(text) if kind == "TOML" else json.loads(text)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and TOMLDecodeError too
         raise CLIError(f"{path} is not valid {kind}: {error}") from None
-    if not isinstance(data, dict):
-        raise CLIError(f"{path}: the top level must be a table/object")
-    return world_from_data(data)
+    try:
+        return world_from_data(data)
+    except CLIError as error:
+        raise CLIError(f"{error} (in {path})") from None
 
 
 # --- up -----------------------------------------------------------------------------------------
@@ -238,20 +248,37 @@ def _latency(text: str) -> tuple[str, float]:
     return host.lower(), value
 
 
-def _print_table(lab: Lab, state: Path) -> None:
+def _table(lab: Lab, state: Path) -> str:
     """What a mail program needs: servers and ports, users, the CA, how to verify names."""
-    print(lab.table())
-    for user in lab.world.users:
-        print(f"user {user.address} password {user.password}")
-    print(f"CA file {lab.ca.cert_path}")
-    print(
-        "  certificates name the hosts above, not 127.0.0.1: connect to 127.0.0.1 and verify\n"
-        "  the host name (curl --resolve HOST:PORT:127.0.0.1 --cacert CA; msmtp\n"
-        "  tls_host_override HOST; swaks 20201014 checks only the chain: --tls-verify\n"
-        "  --tls-ca-path CA). The README has a complete example for each."
+    return "\n".join(
+        [
+            lab.table(),
+            *(f"user {user.address} password {user.password}" for user in lab.world.users),
+            f"CA file {lab.ca.cert_path}",
+            "  certificates name the hosts above, not 127.0.0.1: connect to 127.0.0.1 and verify\n"
+            "  the host name (curl --resolve HOST:PORT:127.0.0.1 --cacert CA; msmtp\n"
+            "  tls_host_override HOST; swaks 20201014 checks only the chain: --tls-verify\n"
+            "  --tls-ca-path CA). The README has a complete example for each.",
+            f"state file {state}  (smtplab send/fetch/dns/queue --lab {state})",
+            "Press Ctrl-C to stop.",
+        ]
     )
-    print(f"state file {state}  (smtplab send/fetch/dns/queue --lab {state})")
-    print("Press Ctrl-C to stop.", flush=True)
+
+
+def _dropped_note(as_json: bool) -> Callable[[int], str]:
+    """The line that tells a reader who did not keep up how many lines it missed."""
+
+    def note(count: int) -> str:
+        text = f"{count} line{'s' if count != 1 else ''} dropped: stdout was not read in time"
+        if as_json:
+            return json.dumps({"event": "dropped", "lines": count, "text": text})
+        return f"({text})"
+
+    return note
+
+
+#: After a stop, how long a slow reader gets to take the lines still waiting for it.
+PRINT_GRACE = 1.0
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -260,13 +287,10 @@ def _up(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stopping.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     world = load_world(args.world) if args.world else None
-    root = None
-    if args.root:
-        root = args.root.resolve()
-        root.mkdir(parents=True, exist_ok=True)
+    root = _lab_root(args.root) if args.root else None
     retrieval = False if args.no_pop_imap else "auto"
     try:
         # Held until we listen: what a restart delivers is printed like any delivery.
@@ -286,52 +310,77 @@ def _up(args: argparse.Namespace) -> int:
         raise CLIError(f"{error}; pick another --port-base") from None
     except ValueError as error:  # a port base out of range
         raise CLIError(str(error)) from None
+    except OSError as error:  # a root the lab cannot write in
+        raise CLIError(f"cannot start the lab in {root}: {error}") from None
     output: queue.Queue[WireLog | dict[str, Any]] = queue.Queue()
-    with lab:
-        for host, seconds in args.latency:
-            if host not in lab.servers:
-                raise CLIError(f"--latency: the lab has no server {host!r}")
-            lab.server(host).slow_down(seconds)
-        lab.journal.listen(lambda log: log.view == "server" and output.put(log))
-        lab.journeys.listen(
-            lambda message_id, step: (
-                step.kind in QUEUE_EVENTS and output.put(_queue_event(message_id, step))
-            )
-        )
-        state = lab.root / STATE_FILE
-        described = {**lab.describe(), "root": str(lab.root), "state": str(state)}
-        _write_state(state, described)
-        try:
-            if args.json:
-                print(json.dumps(described), flush=True)
-            else:
-                _print_table(lab, state)
-            if lab.mailstore is None and retrieval:
-                print(f"POP3/IMAP not started: {lab.mailstore_unavailable}", file=sys.stderr)
-            if args.hold:
-                lab.hold()  # again, now that we listen: reports what the queues hold
-            else:
-                lab.release()
-            while not stopping.is_set():
-                try:
-                    item = output.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-                if isinstance(item, WireLog):
-                    item = _connection(item)
-                if args.json:
-                    print(json.dumps(item), flush=True)
-                elif item["event"] == "queue":
-                    print(_event_line(item), flush=True)
-                else:
-                    print(
-                        f"\n--- {item['client']} → {item['server']}\n{item['transcript']}",
-                        flush=True,
-                    )
-        finally:
-            state.unlink(missing_ok=True)
+    printer = LinePrinter(sys.stdout.fileno(), _dropped_note(args.json))
+    try:
+        with lab:
+            _serve(args, lab, output, printer, stopping)
+    finally:
+        printer.close(PRINT_GRACE)
     print("lab stopped", file=sys.stderr)
     return 0
+
+
+def _lab_root(given: Path) -> Path:
+    """``up --root DIR``: the folder, made if need be, or CLIError (a file, no permission)."""
+    root = given.resolve()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CLIError(f"--root {given}: {error.strerror}") from None
+    return root
+
+
+def _serve(
+    args: argparse.Namespace,
+    lab: Lab,
+    output: queue.Queue[WireLog | dict[str, Any]],
+    printer: LinePrinter,
+    stopping: threading.Event,
+) -> None:
+    """Print the lab, then its conversations and queue events until ``stopping`` is set.
+
+    Printing never waits on the reader (see :mod:`smtplab.printer`), so a signal is
+    answered within one ``output`` poll whatever the reader does.
+    """
+    for host, seconds in args.latency:
+        if host not in lab.servers:
+            raise CLIError(f"--latency: the lab has no server {host!r}")
+        lab.server(host).slow_down(seconds)
+    lab.journal.listen(lambda log: log.view == "server" and output.put(log))
+    lab.journeys.listen(
+        lambda message_id, step: (
+            step.kind in QUEUE_EVENTS and output.put(_queue_event(message_id, step))
+        )
+    )
+    state = lab.root / STATE_FILE
+    described = {**lab.describe(), "root": str(lab.root), "state": str(state)}
+    _write_state(state, described)
+    try:
+        printer.put(json.dumps(described) if args.json else _table(lab, state))
+        if lab.mailstore is None and not args.no_pop_imap:
+            print(f"POP3/IMAP not started: {lab.mailstore_unavailable}", file=sys.stderr)
+        if args.hold:
+            lab.hold()  # again, now that we listen: reports what the queues hold
+        else:
+            lab.release()
+        while not stopping.is_set():
+            try:
+                item = output.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if isinstance(item, WireLog):
+                item = _connection(item)
+            if args.json:
+                printer.put(json.dumps(item))
+            elif item["event"] == "queue":
+                printer.put(_event_line(item))
+            else:
+                printer.put(f"\n--- {item['client']} → {item['server']}\n{item['transcript']}")
+    finally:
+        state.unlink(missing_ok=True)
 
 
 # --- commands on a running lab ------------------------------------------------------------------
