@@ -162,6 +162,10 @@ class World:
         return next((u for u in self.users if u.address == address.lower()), None)
 
 
+#: More servers than a lab on one machine runs: each has a thread, sockets and a certificate.
+MAX_SERVERS = 100
+
+
 def check_world(world: World) -> None:
     """Refuse, with InvalidInput naming the field, a world the lab could not run as written.
 
@@ -173,6 +177,8 @@ def check_world(world: World) -> None:
     """
     domains = _items("domains", world.domains, Domain)
     servers = _items("servers", world.servers, ServerSpec)
+    if len(servers) > MAX_SERVERS:
+        raise InvalidInput("servers", f"at most {MAX_SERVERS}: each has its threads and sockets")
     check_host_name("client_host", world.client_host)
     names: dict[str, str] = {}
     addresses: dict[str, str] = {}

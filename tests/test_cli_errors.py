@@ -115,3 +115,231 @@ def test_a_line_printer_gives_up_on_a_reader_that_never_reads():
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+# -- a command's error: one line on stderr, exit status 2 ------------------------------------------
+def refused(*args: str | bytes | Path, env: dict | None = None) -> str:
+    """Run ``smtplab ARGS`` (bytes pass undecodable argv as they are); it must exit with
+    status 2 and one line on stderr, no traceback; the line is returned."""
+    argv = [a if isinstance(a, bytes) else str(a) for a in args]
+    done = subprocess.run(
+        [*CLI, *argv], capture_output=True, timeout=60, env=env, stdin=subprocess.DEVNULL
+    )
+    errors = done.stderr.decode("utf-8", "replace")
+    assert "Traceback" not in errors, errors
+    assert done.returncode == 2, (done.returncode, errors, done.stdout[-500:])
+    (line,) = errors.splitlines()
+    return line
+
+
+# -- item 10: topology files are checked as a whole before anything starts -------------------------
+def good_world() -> dict:
+    return {
+        "domains": [
+            {
+                "name": "example.org",
+                "mx": [[10, "mx.example.org"]],
+                "users": [{"address": "bob@example.org", "password": "pw"}],
+            }
+        ],
+        "servers": [{"host": "mx.example.org", "role": "mx", "domains": ["example.org"]}],
+    }
+
+
+def with_change(change) -> dict:
+    world = good_world()
+    change(world)
+    return world
+
+
+def domain(world: dict) -> dict:
+    return world["domains"][0]
+
+
+def mx_server(world: dict) -> dict:
+    return world["servers"][0]
+
+
+BAD_WORLDS = {
+    "duplicate host": (
+        lambda w: w["servers"].append(dict(mx_server(w))),
+        "servers[1].host: 'mx.example.org' is already servers[0].host",
+    ),
+    "users differing only in case": (
+        lambda w: domain(w)["users"].append({"address": "Bob@Example.org", "password": "x"}),
+        "domains[0].users[1]: 'bob@example.org' is already domains[0].users[0]",
+    ),
+    "duplicate domain": (
+        lambda w: w["domains"].append({"name": "EXAMPLE.org"}),
+        "domains[1].name: 'example.org' is already domains[0].name",
+    ),
+    "server host outside every zone": (
+        lambda w: mx_server(w).update(host="mx.elsewhere.test"),
+        "servers[0].host: 'mx.elsewhere.test' is in none of the world's domains",
+    ),
+    "MX host outside every zone": (
+        lambda w: domain(w).update(mx=[[10, "mx.elsewhere.test"]]),
+        "domains[0].mx[0]: 'mx.elsewhere.test' is in none of the world's domains",
+    ),
+    "MX preference above 65535": (
+        lambda w: domain(w).update(mx=[[65536, "mx.example.org"]]),
+        "domains[0].mx[0]: the preference must be 0 to 65535 (RFC 1035 §3.3.9), not 65536",
+    ),
+    "MX preference below 0": (
+        lambda w: domain(w).update(mx=[[-1, "mx.example.org"]]),
+        "domains[0].mx[0]: the preference must be 0 to 65535",
+    ),
+    "MX preference enormous": (
+        lambda w: domain(w).update(mx=[[10**400, "mx.example.org"]]),
+        "domains[0].mx[0]: the preference must be 0 to 65535 (RFC 1035 §3.3.9), not a number",
+    ),
+    "MX preference a string": (
+        lambda w: domain(w).update(mx=[["10", "mx.example.org"]]),
+        "domains[0].mx[0]: the preference must be an integer, not '10'",
+    ),
+    "MX preference a float": (
+        lambda w: domain(w).update(mx=[[10.5, "mx.example.org"]]),
+        "domains[0].mx[0]: the preference must be an integer, not 10.5",
+    ),
+    "MX preference a boolean": (
+        lambda w: domain(w).update(mx=[[True, "mx.example.org"]]),
+        "domains[0].mx[0]: the preference must be an integer, not True",
+    ),
+    "null MX beside another": (
+        lambda w: domain(w).update(mx=[[0, "."], [10, "mx.example.org"]]),
+        "domains[0].mx[0]: a null MX (no host) is the domain's only record",
+    ),
+    "empty label in a domain": (
+        lambda w: domain(w).update(name="example..org"),
+        "domains[0].name: 'example..org' has an empty label",
+    ),
+    "empty label at a host's end": (
+        lambda w: mx_server(w).update(host="mx.example.org."),
+        "servers[0].host: 'mx.example.org.' has an empty label",
+    ),
+    "empty host": (lambda w: mx_server(w).update(host=""), "servers[0].host: a host name is"),
+    "slash in a host": (
+        lambda w: mx_server(w).update(host="mx/x.example.org"),
+        "servers[0].host: 'mx/x.example.org': 'mx/x' is not a host name label",
+    ),
+    "space in a host": (
+        lambda w: mx_server(w).update(host="mx 1.example.org"),
+        "servers[0].host: 'mx 1.example.org': 'mx 1' is not a host name label",
+    ),
+    "label over 63": (
+        lambda w: mx_server(w).update(host="m" * 64 + ".example.org"),
+        f"servers[0].host: '{'m' * 64}.example.org': '{'m' * 64}' is not a host name label",
+    ),
+    "lone surrogate in a host": (
+        lambda w: mx_server(w).update(host="mx\ud800.example.org"),
+        "servers[0].host: 'mx\\ud800.example.org'",
+    ),
+    "lone surrogate in an address": (
+        lambda w: domain(w)["users"][0].update(address="b\udc00b@example.org"),
+        "domains[0].users[0]: ",
+    ),
+    "lone surrogate in a password": (
+        lambda w: domain(w)["users"][0].update(password="p\ud800"),
+        "domains[0].users[0].password: a lab password is printable US-ASCII",
+    ),
+    "user outside its domain": (
+        lambda w: domain(w)["users"][0].update(address="bob@example.com"),
+        "domains[0].users[0]: bob@example.com is not in the domain example.org",
+    ),
+    "served domain not in the world": (
+        lambda w: mx_server(w).update(domains=["example.net"]),
+        "servers[0].domains[0]: 'example.net' is not one of the world's domains",
+    ),
+    "unknown role": (
+        lambda w: mx_server(w).update(role="pop3"),
+        "servers[0].role: must be one of mx, submission, submissions, relay, not 'pop3'",
+    ),
+    "unknown key": (
+        lambda w: domain(w).update(user=[]),
+        "domains[0]: unknown key 'user' (known: mx, name, users)",
+    ),
+    "bad client host": (
+        lambda w: w.update(client_host="client example.com"),
+        "client_host: 'client example.com'",
+    ),
+    "users not a list": (lambda w: domain(w).update(users={}), "domains[0].users must be a list"),
+    "mx record not a pair": (
+        lambda w: domain(w).update(mx=[[10]]),
+        "domains[0].mx[0] must be [preference, host]",
+    ),
+    "too many servers": (
+        lambda w: w["servers"].extend(
+            {"host": f"mx{n}.example.org", "role": "mx", "domains": []} for n in range(100)
+        ),
+        "servers: at most 100",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_WORLDS), ids=list(BAD_WORLDS))
+def test_a_bad_world_file_is_one_line_naming_the_file_and_the_field(tmp_path, case):
+    """Before: a duplicate host started two servers, one unlisted that accepted and never
+    delivered; others started with names no lookup could find, or a traceback."""
+    change, problem = BAD_WORLDS[case]
+    world = tmp_path / "world.json"
+    world.write_text(json.dumps(with_change(change)))
+    root = tmp_path / "root"
+    line = refused("up", "--no-pop-imap", "--world", world, "--root", root)
+    assert line.startswith(f"smtplab up: {problem}"), line
+    assert line.endswith(f"(in {world})"), line
+    assert not (root / "spool").exists() and not (root / "mail").exists()  # nothing started
+
+
+BAD_WORLD_FILES = {
+    "missing": (None, "cannot read the world file {path}: No such file or directory"),
+    "a folder": ("folder", "cannot read the world file {path}: Is a directory"),
+    "not UTF-8": (b'{"domains": "\xff"}', "the world file {path} is not UTF-8 (byte 13)"),
+    "not JSON": (b"{", "{path} is not valid JSON: "),
+    "nested a million deep": (b"[" * 1_000_000, "{path} is not valid JSON: "),
+    "nested deep": (b"[" * 100_000 + b"]" * 100_000, "{path} is not valid JSON: "),
+    "a number of 5000 digits": (b'{"x": ' + b"9" * 5000 + b"}", "{path} is not valid JSON: "),
+    "a list": (b"[]", "world must be a table/object (in {path})"),
+    "empty": (b"", "{path} is not valid JSON: "),
+    "huge": (b" " * (2 << 20), "the world file {path} is larger than 1048576 bytes"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_WORLD_FILES), ids=list(BAD_WORLD_FILES))
+def test_a_world_file_that_cannot_be_read_is_one_line(tmp_path, case):
+    content, problem = BAD_WORLD_FILES[case]
+    path = tmp_path / "world.json"
+    if content == "folder":
+        path.mkdir()
+    elif content is not None:
+        path.write_bytes(content)
+    line = refused("up", "--no-pop-imap", "--world", path)
+    assert line.startswith("smtplab up: ") and problem.format(path=path) in line, line
+
+
+def test_a_bad_toml_world_file_is_one_line(tmp_path):
+    path = tmp_path / "world.toml"
+    path.write_text('domains = [\n  {name = "example.org", mx = [[10, "mx.example.org"]]}\n')
+    assert refused("up", "--world", path).startswith(f"smtplab up: {path} is not valid TOML: ")
+    path.write_text('servers = []\n[[domains]]\nname = "a..example"\n')
+    line = refused("up", "--world", path)
+    assert line.startswith("smtplab up: domains[0].name: 'a..example' has an empty label")
+    assert line.endswith(f"(in {path})")
+
+
+def test_lab_from_python_gets_the_same_checks_as_invalid_input():
+    """``Lab(World(...))``: the World refuses itself, with InvalidInput naming the field.
+
+    Before: two servers named mx1.example.org started; the first kept listening on a
+    port no listing showed, accepted mail with 250 and never delivered it, and
+    ``lab.stop()`` did not stop it."""
+    base = default_world()
+    twice = (*base.servers, ServerSpec("mx1.example.org", "mx", ("example.org",)))
+    with pytest.raises(InvalidInput, match=r"^servers\[5\]\.host: 'mx1.example.org' is already"):
+        Lab(World(base.domains, twice), name="duplicate-host")
+    upper = Domain("example.net", (User("Dave@example.net", "pw"),), ())
+    with pytest.raises(InvalidInput, match=r"^domains\[2\]\.users\[0\]: .*lower case"):
+        World((*base.domains, upper), base.servers)
+    with pytest.raises(InvalidInput, match=r"^domains\[0\]\.mx\[0\]: the preference"):
+        World((Domain("example.com", (), ((1 << 16, "mx.example.com"),)),), ())
+    with pytest.raises(InvalidInput, match=r"^servers\[0\]: must be a ServerSpec"):
+        World(base.domains, ("mx.example.org",))  # type: ignore[arg-type]
