@@ -343,3 +343,213 @@ def test_lab_from_python_gets_the_same_checks_as_invalid_input():
         World((Domain("example.com", (), ((1 << 16, "mx.example.com"),)),), ())
     with pytest.raises(InvalidInput, match=r"^servers\[0\]: must be a ServerSpec"):
         World(base.domains, ("mx.example.org",))  # type: ignore[arg-type]
+
+
+# -- item 11: every subcommand and option, with bad input of each kind ---------------------------
+@pytest.fixture(scope="module")
+def lab_state(tmp_path_factory):
+    """A running `smtplab up`: its state file (the commands' cases reach it, or stop before)."""
+    root = tmp_path_factory.mktemp("cli-errors")
+    command = [*CLI, "up", "--json", "--root", str(root), "--no-pop-imap"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as process:
+        try:
+            json.loads(process.stdout.readline())
+            yield root / "lab.json"
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+
+
+def bad_files(tmp_path: Path) -> dict[str, Path]:
+    """Files no command can use, by kind."""
+    files = {
+        "missing": tmp_path / "missing",
+        "folder": tmp_path / "folder",
+        "not UTF-8": tmp_path / "latin1.json",
+        "unreadable": tmp_path / "unreadable.json",
+        "endless": Path("/dev/zero"),
+    }
+    files["folder"].mkdir()
+    files["not UTF-8"].write_bytes(b'{"servers": "\xe9"}')
+    files["unreadable"].write_text("{}")
+    files["unreadable"].chmod(0)
+    return files
+
+
+SEND = ("send", "--from", "alice@example.com", "--to", "bob@example.org")
+SURROGATE = b"caf\xe9"  # an argv byte that is not UTF-8: Python sees a lone surrogate
+
+
+def send_cases() -> dict[str, tuple[tuple, str]]:
+    return {
+        "subject CRLF": ((*SEND, "--subject", "a\r\nBcc: x@y.org"), "subject: line breaks"),
+        "subject U+2028": ((*SEND, "--subject", "a\u2028b"), "subject: line breaks"),
+        "subject not UTF-8": ((*SEND, "--subject", SURROGATE), "subject: '\\udce9' is a lone"),
+        "body not UTF-8": ((*SEND, "--body", SURROGATE), "body: '\\udce9' is a lone surrogate"),
+        "helo CRLF": ((*SEND, "--helo", "a\r\nMAIL FROM:<x@y.org>"), "helo: line breaks"),
+        "helo not a name": ((*SEND, "--helo", "no such name"), "helo: 'no such name' is not a"),
+        "helo empty": ((*SEND, "--helo", ""), "helo: '' is not a host name"),
+        "helo non-ASCII": ((*SEND, "--helo", "dévé.example"), "helo: 'dévé.example' is not"),
+        "from empty": (("send", "--from", "", "--to", "b@example.org"), "from: an address is"),
+        "to not UTF-8": (
+            ("send", "--from", "alice@example.com", "--to", b"b\xff@example.org"),
+            "to: '\\udcff' is a lone surrogate",
+        ),
+        "password CRLF": ((*SEND, "--password", "pw\r\nQUIT"), "password: a lab password is"),
+        "password non-ASCII": ((*SEND, "--password", "pwé"), "password: a lab password is"),
+        "message empty path": ((*SEND, "--message", ""), "argument --message: an empty path"),
+        "via empty": ((*SEND, "--via", ""), "--via takes a lab SMTP server, not ''"),
+    }
+
+
+def test_send_refuses_bad_input_in_one_line(lab_state):
+    """Before: CRLF or U+2028 in --subject and CRLF in --helo raised ValueError from the
+    email package or smtplib, a missing or folder --message OSError, each a traceback."""
+    for case, (args, problem) in send_cases().items():
+        line = refused(*args, "--lab", lab_state)
+        assert line.startswith("smtplab send: ") and problem in line, (case, line)
+    huge = "b" * 100_000 + "@example.org"  # a well-formed address: the server judges it
+    done = subprocess.run(
+        [*CLI, "send", "--from", "alice@example.com", "--to", huge, "--lab", str(lab_state)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and "500 5.5.2" in done.stdout and done.stderr == ""
+
+
+@pytest.mark.parametrize("kind", ["missing", "folder", "not UTF-8", "unreadable", "endless"])
+def test_every_file_option_refuses_a_file_it_cannot_use_in_one_line(tmp_path, lab_state, kind):
+    """--message, --lab and --world, for each kind of file none of them can use."""
+    if kind == "unreadable" and os.geteuid() == 0:
+        pytest.skip("root reads any file")
+    path = bad_files(tmp_path)[kind]
+    if kind != "not UTF-8":  # a message is bytes, sent as they are: the server judges them
+        message = refused(*SEND, "--message", path, "--lab", lab_state)
+        assert message.startswith("smtplab send: ") and str(path) in message, message
+    for command in (("dns",), ("queue",), SEND, ("fetch", "bob@example.org")):
+        line = refused(*command, "--lab", path)
+        assert line.startswith(f"smtplab {command[0]}: ") and str(path) in line, line
+    line = refused("up", "--no-pop-imap", "--world", path)
+    assert line.startswith("smtplab up: ") and str(path) in line, line
+
+
+BAD_STATES = {
+    "empty": b"",
+    "not JSON": b"{",
+    "a list": b"[]",
+    "no servers": b'{"users": [], "dns": {"host": "127.0.0.1", "port": 1}}',
+    "a server without a port": (
+        b'{"servers": [{"role": "mx", "host": "h", "domains": []}], "users": [], '
+        b'"dns": {"host": "127.0.0.1", "port": 1}, "ca_cert": "c", "root": "r"}'
+    ),
+    "nested deep": b"[" * 100_000 + b"]" * 100_000,
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_STATES), ids=list(BAD_STATES))
+def test_a_malformed_state_file_is_one_line_for_every_command(tmp_path, case):
+    """Before: ``[]`` gave TypeError, a missing key KeyError, undecodable bytes
+    UnicodeDecodeError, each with a traceback."""
+    state = tmp_path / "lab.json"
+    state.write_bytes(BAD_STATES[case])
+    for command in (("dns",), ("queue",), SEND, ("fetch", "bob@example.org")):
+        # `queue --root` reads the spool itself, with or without a state file
+        for where in (("--lab", state), *([("--root", tmp_path)] if command != ("queue",) else [])):
+            line = refused(*command, *where)
+            assert line.startswith(f"smtplab {command[0]}: ") and str(state) in line, line
+    env = {**os.environ, "SMTPLAB_LAB": str(state)}
+    assert str(state) in refused("dns", env=env)
+
+
+def test_dns_refuses_bad_names_and_types_in_one_line(lab_state):
+    """Before: EmptyLabel, LabelTooLong, NameTooLong, IDNAException or ValueError tracebacks."""
+    names = {
+        "a..example.org": "A DNS label is empty",
+        "x" * 64 + ".example.org": "A DNS label is > 63 octets long",
+        "x." * 200: "A DNS name is > 255 octets long",
+        SURROGATE: "IDNA",
+    }
+    for name, problem in names.items():
+        line = refused("dns", name, "MX", "--lab", lab_state)
+        assert line.startswith("smtplab dns: ") and "is not a DNS name" in line, line
+        assert problem in line, line
+    for rdtype in ("FOO", "TYPE70000", "", SURROGATE, "A\r\n"):
+        line = refused("dns", "example.org", rdtype, "--lab", lab_state)
+        assert line.startswith("smtplab dns: unknown record type "), line
+    for rdtype in ("AXFR", "IXFR", "OPT", "TYPE0", "NONE", "TSIG"):
+        line = refused("dns", "example.org", rdtype, "--lab", lab_state)
+        assert "is not a record type to ask for" in line, line
+    answered = subprocess.run(
+        [*CLI, "dns", "example.org", "any", "--lab", str(lab_state)], capture_output=True
+    )
+    assert answered.returncode == 0 and b"mx1.example.org." in answered.stdout
+
+
+def test_fetch_and_queue_refuse_bad_input_in_one_line(tmp_path, lab_state):
+    assert "address: line breaks" in refused("fetch", "bob@example.org\r\nx", "--lab", lab_state)
+    assert "address: an address is" in refused("fetch", "", "--lab", lab_state)
+    assert "lone surrogate" in refused("fetch", SURROGATE + b"@example.org", "--lab", lab_state)
+    line = refused("fetch", "bob@example.org", "--password", "a\r\nb", "--lab", lab_state)
+    assert line.startswith("smtplab fetch: password: a lab password is"), line
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert refused("queue", "--root", a_file) == f"smtplab queue: --root {a_file}: not a folder"
+    gone = tmp_path / "gone"
+    assert refused("queue", "--root", gone) == f"smtplab queue: --root {gone}: no such folder"
+
+
+def test_up_refuses_bad_options_in_one_line(tmp_path):
+    """A --root that is a file (before: FileExistsError), timings that are no number of
+    seconds (before: nan and inf accepted, inf then broke every date), argparse errors."""
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    cases = {
+        ("--root", a_file): f"--root {a_file}: not a folder",
+        ("--root", a_file / "below"): f"--root {a_file / 'below'}: Not a directory",
+        ("--root", ""): "argument --root: an empty path (see smtplab up --help)",
+        ("--latency", "mx1.example.org=nan"): "argument --latency: expected HOST=SECONDS",
+        ("--latency", "mx1.example.org=inf"): "argument --latency: expected HOST=SECONDS",
+        ("--latency", "nowhere.example=1"): "--latency: the lab has no server 'nowhere.example'",
+        ("--retry-first", "nan"): "--retry-first must be > 0",
+        ("--retry-first", "0"): "--retry-first must be > 0",
+        ("--retry-factor", "inf"): "--retry-first must be > 0",
+        ("--retry-age", "nan"): "--retry-first must be > 0",
+        ("--retry-age", "1e300"): "--retry-first must be > 0",
+        ("--retry-attempts", "0"): "--retry-first must be > 0",
+        ("--port-base", "70000"): "a port base must be 1 to",
+        ("--port-base", "9" * 5000): "argument --port-base: invalid int value",
+        ("--seed", SURROGATE): "argument --seed: invalid int value: 'caf\\udce9'",
+        ("--no-such-option",): "unrecognized arguments: --no-such-option",
+        ("--world",): "argument --world: expected one argument",
+        ("extra\r\nline",): "unrecognized arguments: extra\\r\\nline",
+    }
+    for args, problem in cases.items():
+        line = refused("up", "--no-pop-imap", *args)
+        assert line.startswith(("smtplab up: ", "smtplab: ")) and problem in line, (args, line)
+    assert refused().startswith("smtplab: the following arguments are required: COMMAND")
+    assert refused(SURROGATE).startswith("smtplab: argument COMMAND: invalid choice: 'caf")
+
+
+def test_a_spool_entry_that_is_not_a_queue_entry_is_named_not_a_traceback(tmp_path):
+    """``smtplab queue`` lists what it can read and names the rest on stderr (status 1)."""
+    queue = tmp_path / "spool" / "smtp.example.com" / "queue"
+    queue.mkdir(parents=True)
+    (queue / "0001-garbage").write_bytes(b"\xff not json\nSubject: x\r\n\r\n")
+    (queue / "0002-wrong-keys").write_bytes(b'{"qid": 1}\nSubject: x\r\n\r\n')
+    (queue / "0003-a-folder").mkdir()
+    done = subprocess.run([*CLI, "queue", "--root", str(tmp_path)], capture_output=True, text=True)
+    assert "Traceback" not in done.stderr and done.returncode == 1, done.stderr
+    assert done.stdout == "the queues are empty\n"
+    lines = done.stderr.splitlines()
+    assert len(lines) == 3 and all(" is not a queue entry: " in line for line in lines), lines
+
+
+def test_a_reader_who_closes_stdout_ends_a_command_quietly(lab_state):
+    """``smtplab dns | head -1``: before, BrokenPipeError and a traceback."""
+    with subprocess.Popen(
+        [*CLI, "dns", "--lab", str(lab_state)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        process.stdout.close()  # before the first line is printed
+        errors = process.stderr.read()
+        assert process.wait(timeout=30) in (0, 1)
+    assert b"Traceback" not in errors and b"Exception" not in errors, errors
