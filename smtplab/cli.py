@@ -662,9 +662,8 @@ def _dns(args: argparse.Namespace) -> int:
             why = (
                 "outside the lab's zones" if rcode == dns.rcode.REFUSED else f"no {rdtype} records"
             )
-            print(
-                f"{query.question[0].name.to_text(omit_final_dot=True)}: {dns.rcode.to_text(rcode)} ({why})"
-            )
+            asked = query.question[0].name.to_text(omit_final_dot=True)
+            print(f"{asked}: {dns.rcode.to_text(rcode)} ({why})")
             status = 1
     return status
 
