@@ -148,7 +148,7 @@ def world_from_data(data: dict[str, Any]) -> World:
         host = need(item, "host", str, where, None).lower()
         role = need(item, "role", str, where, None)
         servers.append(ServerSpec(host, role, names(item, "domains", where)))  # type: ignore[arg-type]
-    client_host = need(world, "client_host", str, "world", DEFAULT_HELO).lower()
+    client_host = need(world, "client_host", str, "world", World.client_host).lower()
     try:
         return World(tuple(domains), tuple(servers), client_host=client_host)
     except InvalidInput as error:
@@ -340,7 +340,7 @@ def _up(args: argparse.Namespace) -> int:
     except ValueError as error:  # a port base out of range
         raise CLIError(str(error)) from None
     except OSError as error:  # a root the lab cannot write in
-        raise CLIError(f"cannot start the lab in {root}: {error}") from None
+        raise CLIError(f"cannot start the lab in {root or 'a new folder'}: {error}") from None
     output: queue.Queue[WireLog | dict[str, Any]] = queue.Queue()
     printer = LinePrinter(sys.stdout.fileno(), _dropped_note(args.json))
     try:
