@@ -39,7 +39,8 @@ from smtplab.journey import FINAL, Journey, Step
 from smtplab.mx import Route, RouteError
 from smtplab.protocol import REPLY_CLASSES, reply_meaning
 from smtplab.transcript import _COLOUR as SIDE_COLOURS
-from smtplab.transcript import Command, Data, Reply, TLSStarted, Transcript, _data_summary
+from smtplab.transcript import Command, Data, Reply, TLSStarted, Transcript
+from smtplab.transcript import _data_summary as data_summary
 from smtplab.world import Domain, ServerSpec, World
 
 if TYPE_CHECKING:
@@ -615,7 +616,7 @@ def _wire_rows(transcript: Transcript) -> tuple[list[_Row], int | None, str]:
             more = f" (+{len(event.lines) - 1} lines)" if len(event.lines) > 1 else ""
             rows.append(_Row("server", event.lines[0] + more, _code_tone(event.code)))
         elif isinstance(event, Data):
-            rows.append(_Row("client", _data_summary(event), "client", data=True))
+            rows.append(_Row("client", data_summary(event), "client", data=True))
     return rows, started, version
 
 
