@@ -238,6 +238,21 @@ def test_the_tls_timeline_shows_what_crossed_in_the_clear_on_587_and_nothing_on_
     assert "smtps.example.com: TLS from the first byte; nothing crossed in the clear" in words
 
 
+def test_a_hop_without_tls_counts_the_message_apart_from_the_commands(lab):
+    """Chapter 08: the relay's hop to an MX that offers no STARTTLS is all in the clear."""
+    lab.server("mx1.example.org").disable("STARTTLS")
+    plain = lab.send("alice@example.com", "bob@example.org", "25", "x").journey.wait().hops()[-1]
+    picture = smtplab.tls_timeline_picture(plain)
+    (rows,) = columns(parse(picture))
+    summary = next(line for line in plain.to_text().splitlines() if "[message data" in line)
+    assert ("clear", "→ " + summary.removeprefix(" -> ")) in rows  # as the transcript counts it
+    words = desc(parse(picture))
+    assert (
+        "mx1.example.org: 5 commands (EHLO, MAIL, RCPT, DATA, QUIT), the message itself "
+        "and 7 replies crossed in the clear, all of it: no TLS."
+    ) in words
+
+
 def test_a_login_before_starttls_is_marked_and_its_password_stays_masked(lab):
     secret = "AGFsaWNlQGV4YW1wbGUuY29tAGFsaWNlLWxhYi1wdw=="
     with lab.talk("smtp.example.com") as talk:
