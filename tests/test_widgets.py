@@ -12,10 +12,12 @@ import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import ipywidgets as ipw
+import nbformat
 
 from smtplab import InvalidInput, Lab
 from smtplab.journey import Journey, Step
@@ -35,6 +37,7 @@ from smtplab.widgets import (
 from smtplab.widgets.models import Recorded, accepted_keywords
 
 DEADLINE = 15.0
+ROOT = Path(__file__).resolve().parents[1]
 SVG = "{http://www.w3.org/2000/svg}"
 
 
@@ -555,3 +558,12 @@ def test_the_placeholder_of_a_widget_says_to_re_run_its_cell(lab):
     for view in (dashboard(lab), compose(lab), mailbox_view(lab), transcript_view(), path_view()):
         text = repr(view)
         assert "re-run this cell" in text and "run this notebook in Jupyter" not in text
+
+
+def test_the_index_keeps_its_lab_running_after_run_all():
+    """Its dashboard is the last thing Run All draws: a lab.stop() after it would leave it dead."""
+    index = nbformat.read(ROOT / "notebooks" / "00-index.ipynb", as_version=4)
+    code = [cell.source for cell in index.cells if cell.cell_type == "code"]
+    assert "lab.ui()" in code and not any("lab.stop()" in source for source in code)
+    prose = [cell.source for cell in index.cells if cell.cell_type == "markdown"]
+    assert any("`lab.stop()`" in text for text in prose)  # says how to stop it
