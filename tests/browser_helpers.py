@@ -50,6 +50,8 @@ from typing import Any
 
 import nbformat
 
+from smtplab.widgets.compose import AUTOMATIC
+
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
@@ -288,6 +290,7 @@ def run_notebook(
 SCREENSHOTS = ROOT / "notebooks" / "images"
 WIDGET_CODE = ROOT / "smtplab" / "widgets"
 UI_CELL = "lab.ui()"
+PICTURE_LIMIT = 150_000  # bytes of one picture of the dashboard
 
 
 @dataclass(frozen=True)
@@ -309,7 +312,7 @@ class DashboardShot:
     cc: str = ""
     bcc: str = ""
     attachment: tuple[str, bytes] | None = None
-    via: str = "automatic: the lab's default route"  # a "Submit to" choice, as labelled
+    via: str = AUTOMATIC  # a "Submit to" choice, as labelled
 
     @property
     def png(self) -> Path:

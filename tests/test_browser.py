@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 from browser_helpers import (
+    KERNEL_IDLE_JS,
+    PICTURE_LIMIT,
     ROOT,
     SHOTS,
     DashboardShot,
@@ -215,7 +217,6 @@ def jupyterlab(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 def test_a_committed_dashboard_output_says_to_re_run_its_cell(jupyterlab: Any):
     """Opened but not run (or after the kernel restarted), JupyterLab shows the output's text."""
-    from browser_helpers import KERNEL_IDLE_JS
     from playwright.sync_api import expect
 
     page, server, root = jupyterlab
@@ -263,7 +264,7 @@ def test_a_picture_of_each_chapters_dashboard(jupyterlab: Any, shot: DashboardSh
     page.locator(".smtplab-dashboard-tabs .lm-TabBar-tab", has_text=shot.tab).first.click()
     expect(page.locator(PANES[shot.tab])).to_contain_text(shot.ready)
     png = small_png(board.screenshot(animations="disabled", caret="hide"))
-    assert len(png) < 150_000, f"{len(png)} bytes: crop or simplify the picture"
+    assert len(png) <= PICTURE_LIMIT, f"{len(png)} bytes: crop or simplify the picture"
     target = shot.png if WRITE_SCREENSHOTS else ARTIFACTS / shot.png.name
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(png)

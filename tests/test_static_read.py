@@ -17,16 +17,24 @@ from html.parser import HTMLParser
 
 import nbformat
 import pytest
-from browser_helpers import ROOT, SHOTS, UI_CELL, DashboardShot, screenshot_inputs
+from browser_helpers import (
+    PICTURE_LIMIT,
+    ROOT,
+    SHOTS,
+    UI_CELL,
+    DashboardShot,
+    screenshot_inputs,
+)
+
+from smtplab.widgets._html import LIVE_WIDGET_HINT
 
 NOTEBOOKS = ROOT / "notebooks"
 ALL = sorted(p.name for p in NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 #: What a widget output may say as text: smtplab's views, or a widget described by
 #: tools/strip_widget_state.py; both end by saying how to see it live.
-READABLE_WIDGET = re.compile(r"\A<[\w ]+: (.*; )?re-run this cell to show the live widget>\Z")
+READABLE_WIDGET = re.compile(rf"\A<[\w ]+: (.*; )?{re.escape(LIVE_WIDGET_HINT)}>\Z")
 SVG_DATA = "data:image/svg+xml;base64,"
-PICTURE_LIMIT = 150_000  # bytes of one dashboard PNG
 MAKE_SCREENSHOTS = "run `make screenshots` (it drives JupyterLab) and commit notebooks/images/"
 
 

@@ -38,12 +38,13 @@ from typing import Any
 
 import nbformat
 
+from smtplab.widgets._html import LIVE_WIDGET_HINT
+
 CELL_KEYS_TO_DROP = ("execution", "ExecuteTime")
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 #: ipywidgets' repr of a widget: its class, then its non-default traits as keywords.
 IPYWIDGETS_REPR = re.compile(r"\A(\w+)\((.*)\)\Z", re.DOTALL)
-RE_RUN = "re-run this cell to show the live widget"
 
 
 def widget_states(nb: nbformat.NotebookNode) -> dict[str, dict[str, Any]]:
@@ -81,7 +82,7 @@ def describe_widget(name: str, state: dict[str, Any], displayed: dict[str, Any])
     elif "value" in final:
         parts.append(f"value {final['value']!r}")
     shown = ", ".join(parts)
-    return f"<{name} widget: {shown + '; ' if shown else ''}{RE_RUN}>"
+    return f"<{name} widget: {shown + '; ' if shown else ''}{LIVE_WIDGET_HINT}>"
 
 
 def readable_widget_outputs(nb: nbformat.NotebookNode) -> bool:

@@ -8,6 +8,10 @@ from typing import Any
 import ipywidgets as ipw
 
 ERROR_COLOUR = "#c62828"
+#: How a widget output's text ends where no live widget can be shown (GitHub, an
+#: export, JupyterLab after a reload or a kernel restart). tools/strip_widget_state.py
+#: ends other widgets' text with it too.
+LIVE_WIDGET_HINT = "re-run this cell to show the live widget"
 
 
 def error_html(message: str | None) -> str:
@@ -66,4 +70,4 @@ class ShortRepr:
     kind = "smtplab widget"
 
     def __repr__(self) -> str:
-        return f"<{self.kind}: re-run this cell to show the live widget>"
+        return f"<{self.kind}: {LIVE_WIDGET_HINT}>"
