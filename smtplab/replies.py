@@ -112,12 +112,12 @@ USER_UNKNOWN = ServerReply(
 STARTTLS_FIRST = ServerReply(
     530, "5.7.0", "Must issue a STARTTLS command first", "RFC 3207 §4; RFC 4954 §6"
 )
-AUTH_REQUIRED = ServerReply(530, "5.7.0", "Authentication required", "RFC 4954 §6; RFC 6409 §4.1")
+AUTH_REQUIRED = ServerReply(530, "5.7.0", "Authentication required", "RFC 4954 §6; RFC 6409 §4.3")
 SENDER_NOT_OWNED = ServerReply(
     550,
     "5.7.1",
     "<{address}>: Sender address rejected: not owned by user {login}",
-    "RFC 6409 §6.1, §4.2; RFC 3463 §3.8",
+    "RFC 6409 §6.1, §3.2; RFC 3463 §3.8",
 )
 
 # -- DSN parameters on MAIL and RCPT (RFC 3461 §4) -----------------------------------------

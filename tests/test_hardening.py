@@ -332,7 +332,7 @@ def test_a_data_line_over_the_limit_gets_500_after_the_dot_and_nothing_is_stored
     ],
 )
 def test_unauthenticated_relay_is_refused_and_nothing_is_queued(lab, role, command, expected):
-    """RFC 5321 §3.6.2 (no open relay): MX 550 5.7.1; RFC 4954 §6 / RFC 6409 §4.1: 530 5.7.0."""
+    """RFC 5321 §3.6.2 (no open relay): MX 550 5.7.1; RFC 4954 §6 / RFC 6409 §4.3: 530 5.7.0."""
     client = greeted(lab, role)
     if role == "mx":
         client.send(f"MAIL FROM:<{SENDER}>\r\n".encode())
@@ -480,7 +480,7 @@ def received_headers(count: int) -> bytes:
 
 @pytest.mark.parametrize("role", SUBMISSION_ROLES)
 def test_a_looping_message_gets_554_5_4_0_at_submission(lab, role):
-    """RFC 5321 §6.3: 100 Received: headers mean a loop; 554 5.4.0 (RFC 3463 §3.5), nothing queued."""
+    """RFC 5321 §6.3: 100 Received: headers mean a loop: 554 5.4.0 (RFC 3463 §3.5), none queued."""
     client = ready(lab, role)
     begin_data(client)
     client.send(received_headers(100) + b"Subject: loop\r\n\r\nx\r\n.\r\n")
