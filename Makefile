@@ -13,7 +13,7 @@ PIP    := $(BIN)/python -m pip
 export JUPYTER_PLATFORM_DIRS := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: lab test test-all bench notebooks clean
+.PHONY: lab test test-all bench notebooks screenshots clean
 
 # JupyterLab with the settings the project ships in jupyter/settings/ (overrides.json:
 # no "news?" pop-up, no update check; Binder's postBuild installs the same file), and
@@ -46,6 +46,12 @@ bench: $(VENV)/.stamp-lab
 notebooks: $(VENV)/.stamp-lab
 	$(BIN)/jupyter nbconvert --to notebook --execute --inplace notebooks/[0-9]*.ipynb
 	$(BIN)/python tools/strip_widget_state.py notebooks/*.ipynb
+
+# The pictures of the dashboard above each chapter's lab.ui() cell (notebooks/images/), for
+# readers who never run a cell: made from the real widget in JupyterLab by the browser tests,
+# each with the hash of its inputs beside it; tests/test_static_read.py fails when one is stale.
+screenshots: $(VENV)/.stamp-test
+	SMTPLAB_SCREENSHOTS=write $(BIN)/python -m pytest -q tests/test_browser.py -k picture_of_each
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache bench/out test-artifacts

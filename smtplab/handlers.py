@@ -242,7 +242,7 @@ class SubmissionHandler(RoleHandler):
     MAIL before AUTH gets 530 (RFC 4954 §6; before STARTTLS on port 587, "Must
     issue a STARTTLS command first", RFC 3207 §4). A user may only use their own
     address, or the null reverse-path, as the envelope sender (RFC 6409 §6.1,
-    §4.2), and each message is queued for relaying.
+    §3.2), and each message is queued for relaying.
     """
 
     offers_auth = True
@@ -265,8 +265,8 @@ class SubmissionHandler(RoleHandler):
             return STARTTLS_FIRST() if server.requires_tls_for_auth() else AUTH_REQUIRED()
         data = session.auth_data
         login = data.login.decode("utf-8", "replace") if isinstance(data, LoginPassword) else ""
-        # A null reverse-path (a notification the user's MUA sends) is permitted and is no
-        # cause for refusal in itself (RFC 6409 §4.2).
+        # "A null return path, that is, MAIL FROM:<>, is permitted and MUST be accepted"
+        # (RFC 6409 §3.2): MUAs send notifications with it.
         if address != "<>" and address.lower() != login.lower():
             return SENDER_NOT_OWNED(address=address, login=login)
         return await super().handle_MAIL(server, session, envelope, address, options)

@@ -483,15 +483,16 @@ class Lab:
         client = RecordingClient(
             host, client_name=self.world.client_host, journal=self.journal, implicit_tls=implicit
         )
-        client.connect(host, self._taps.get(host, server.port))
+        client.connect(host, self._reach(server))
         return client
 
     @contextlib.contextmanager
     def eavesdrop(self, host: str) -> Iterator[Eavesdropper]:
-        """Put a wiretap between the lab's client and ``host`` while the block runs.
+        """Put a wiretap in front of ``host`` while the block runs: the lab's client and
+        the lab's queues (a relay's hop to an MX) then connect to it through the tap.
 
         ``tap.view()`` then shows what anyone on the path could read: plain text
-        before STARTTLS, ciphertext after it (chapter 08).
+        before STARTTLS, TLS records after it (chapter 08).
         """
         with Eavesdropper(self.server(host).port) as tap:
             self._taps[host] = tap.port
@@ -501,8 +502,13 @@ class Lab:
                 del self._taps[host]
 
     def _port_of(self, host: str) -> int | None:
+        """Where a queue connects for ``host``: its wiretap while one is on, else the server."""
         server = self.servers.get(host)
-        return server.port if server is not None else self.external.get(host)
+        return self.external.get(host) if server is None else self._reach(server)
+
+    def _reach(self, server: LabServer) -> int:
+        """The port that reaches ``server``: its wiretap's while one is on."""
+        return self._taps.get(server.host, server.port)
 
     def _role_of(self, host: str) -> str | None:
         """A lab server's role, or None for a host outside the lab (``add_external``)."""

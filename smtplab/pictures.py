@@ -39,7 +39,8 @@ from smtplab.journey import FINAL, Journey, Step
 from smtplab.mx import Route, RouteError
 from smtplab.protocol import REPLY_CLASSES, reply_meaning
 from smtplab.transcript import _COLOUR as SIDE_COLOURS
-from smtplab.transcript import Command, Data, Reply, TLSStarted, Transcript, _data_summary
+from smtplab.transcript import Command, Data, Reply, TLSStarted, Transcript
+from smtplab.transcript import _data_summary as data_summary
 from smtplab.world import Domain, ServerSpec, World
 
 if TYPE_CHECKING:
@@ -589,6 +590,7 @@ class _Row:
     text: str
     tone: str
     exposed: bool = False  # a login sent in the clear
+    data: bool = False  # the message itself, not a command
 
 
 def _wire_rows(transcript: Transcript) -> tuple[list[_Row], int | None, str]:
@@ -614,7 +616,7 @@ def _wire_rows(transcript: Transcript) -> tuple[list[_Row], int | None, str]:
             more = f" (+{len(event.lines) - 1} lines)" if len(event.lines) > 1 else ""
             rows.append(_Row("server", event.lines[0] + more, _code_tone(event.code)))
         elif isinstance(event, Data):
-            rows.append(_Row("client", _data_summary(event), "client"))  # as the transcript says
+            rows.append(_Row("client", data_summary(event), "client", data=True))
     return rows, started, version
 
 
@@ -679,12 +681,14 @@ def _tls_column(canvas: _Canvas, transcript: Transcript, x: int, width: int) -> 
         canvas.text(x + 6, y + 14, f"… {len(rows) - len(shown)} more", width=width, colour=MUTED)
         y += TLS_ROW
     canvas.reach(y)
-    sent = [r.text.split(" ")[0] for r in rows[:clear] if r.side == "client"]
+    in_clear = rows[:clear]
+    sent = [r.text.split(" ")[0] for r in in_clear if r.side == "client" and not r.data]
     if clear == 0:
         return f"{transcript.server}: TLS from the first byte; nothing crossed in the clear."
     said = (
-        f"{transcript.server}: {len(sent)} commands ({', '.join(sent) or 'none'}) and "
-        f"{clear - len(sent)} replies crossed in the clear, "
+        f"{transcript.server}: {len(sent)} commands ({', '.join(sent) or 'none'})"
+        + (", the message itself" if any(r.data for r in in_clear) else "")
+        + f" and {sum(r.side == 'server' for r in in_clear)} replies crossed in the clear, "
         + ("then TLS started." if started is not None else "all of it: no TLS.")
     )
     if any(r.exposed for r in rows[:clear]):

@@ -112,12 +112,12 @@ USER_UNKNOWN = ServerReply(
 STARTTLS_FIRST = ServerReply(
     530, "5.7.0", "Must issue a STARTTLS command first", "RFC 3207 §4; RFC 4954 §6"
 )
-AUTH_REQUIRED = ServerReply(530, "5.7.0", "Authentication required", "RFC 4954 §6; RFC 6409 §4.1")
+AUTH_REQUIRED = ServerReply(530, "5.7.0", "Authentication required", "RFC 4954 §6; RFC 6409 §4.3")
 SENDER_NOT_OWNED = ServerReply(
     550,
     "5.7.1",
     "<{address}>: Sender address rejected: not owned by user {login}",
-    "RFC 6409 §6.1, §4.2; RFC 3463 §3.8",
+    "RFC 6409 §6.1, §3.2; RFC 3463 §3.8",
 )
 
 # -- DSN parameters on MAIL and RCPT (RFC 3461 §4) -----------------------------------------
@@ -137,9 +137,12 @@ NOT_QUEUED = ServerReply(
 NUL_IN_BODY = ServerReply(
     554, "5.6.0", "Message refused: it contains NUL characters", "RFC 5322 §2.3; RFC 2045 §2.7"
 )
+#: Permanent, with X.4.0 (other routing status): RFC 3463 §3.5 keeps X.4.6 (routing loop
+#: detected) "useful only for persistent transient errors", so 5.4.6, which sendmail and
+#: others send, is a class that code was not meant for. The text says it is a loop.
 TOO_MANY_HOPS = ServerReply(
     554,
-    "5.4.6",
+    "5.4.0",
     "Too many hops ({hops} Received: headers): a mail loop?",
     "RFC 5321 §6.3; RFC 3463 §3.5",
 )

@@ -44,6 +44,7 @@ import trustme
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID, NameOID
 
+from smtplab.tlsrecords import describe_tls, is_tls
 from smtplab.world import LOOPBACK
 
 CA_FILE_NAME = "lab-ca.pem"
@@ -261,13 +262,16 @@ class Eavesdropper:
         return b"".join(chunk for side, chunk in list(self.chunks) if side == direction)
 
     def view(self, limit: int = 40, hex_bytes: int = 16) -> str:
-        """What a wiretap shows: readable lines as text, anything else as hex.
+        """What a wiretap shows: readable lines as text, TLS records by what they are.
 
         Consecutive chunks in the same direction are joined first, since how TCP
         happened to split them means nothing. A run of printable ASCII becomes
-        one line per text line; anything else becomes
-        ``[ciphertext: N bytes] 16 03 01 ...`` with its first ``hex_bytes`` bytes.
-        At most ``limit`` lines are shown.
+        one line per text line; a run of TLS records one line per group of like
+        records (:func:`~smtplab.tlsrecords.describe_tls`): the handshake sent in
+        the clear, with the server name a ClientHello asks for, then
+        ``application_data`` that only the two ends can read. Anything else
+        becomes ``[N bytes, not text]`` and its first ``hex_bytes`` bytes. At most
+        ``limit`` lines are shown.
         """
         runs: list[tuple[Direction, bytes]] = []
         for side, chunk in list(self.chunks):
@@ -276,15 +280,20 @@ class Eavesdropper:
             else:
                 runs.append((side, chunk))
         lines: list[str] = []
+        encrypted: dict[Direction, bool] = {"client": False, "server": False}
         for side, run in runs:
             arrow = _ARROWS[side]
             if all(byte in _PRINTABLE for byte in run):
+                encrypted = {"client": False, "server": False}  # plain text: a new connection
                 text = run.decode("ascii")
                 lines.extend(arrow + line.rstrip("\r") for line in text.splitlines())
+            elif is_tls(run):
+                records, encrypted[side] = describe_tls(run, encrypted=encrypted[side])
+                lines.extend(f"{arrow}{record}" for record in records)
             else:
                 shown = " ".join(f"{byte:02x}" for byte in run[:hex_bytes])
                 more = " ..." if len(run) > hex_bytes else ""
-                lines.append(f"{arrow}[ciphertext: {len(run)} bytes] {shown}{more}")
+                lines.append(f"{arrow}[{len(run)} bytes, not text] {shown}{more}")
         if len(lines) > limit:
             hidden = len(lines) - limit
             lines = [*lines[:limit], f"... {hidden} more line{'s' if hidden != 1 else ''}"]

@@ -19,10 +19,18 @@ In the page, the app is exposed as ``window.jupyterapp``
 notebook's session is ready and its kernel connected and idle before Run All,
 then on the promise Run All returns. A Run All sent before the kernel is ready
 can be dropped silently, which is why there is no fixed sleep anywhere.
+
+The pictures of the dashboard that the chapters show above their ``lab.ui()``
+cells are described here (:data:`SHOTS`), made by tests/test_browser.py and
+written to notebooks/images/ by ``make screenshots``, each beside the hash of
+what it was made from (:func:`screenshot_inputs`): tests/test_static_read.py
+compares that hash with the current one, so a picture cannot silently go stale.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import queue
 import re
@@ -36,10 +44,13 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nbformat
+
+from smtplab.widgets.compose import AUTOMATIC
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 60.0
@@ -150,8 +161,12 @@ class JupyterServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def notebook_url(self, name: str) -> str:
+    def notebook_url(self, name: str, workspace: str | None = None) -> str:
+        """Where ``name`` opens; in JupyterLab, in its own ``workspace`` (then no other
+        notebook opened before comes back with it) if given."""
         where = "notebooks" if self.frontend == "notebook" else "lab/tree"
+        if workspace is not None and self.frontend == "lab":
+            where = f"lab/workspaces/{workspace}/tree"
         return f"{self.url}/{where}/{name}?token={self.token}"
 
     def start(self) -> JupyterServer:
@@ -256,9 +271,118 @@ def jupyter_server(
     return running(JupyterServer.for_browser(root, state, frontend))
 
 
-def run_notebook(page: Any, server: JupyterServer, name: str, timeout_ms: int = 60_000) -> None:
-    """Open ``name``, wait until its kernel is idle, run every cell, wait until they ran."""
-    page.goto(server.notebook_url(name))
+def run_notebook(
+    page: Any,
+    server: JupyterServer,
+    name: str,
+    timeout_ms: int = 60_000,
+    workspace: str | None = None,
+) -> None:
+    """Open ``name`` (in ``workspace``), wait until its kernel is idle, run every cell, wait
+    until they ran."""
+    page.goto(server.notebook_url(name, workspace))
     page.wait_for_function(KERNEL_IDLE_JS, timeout=timeout_ms)
     page.evaluate(RUN_ALL_JS)
     page.wait_for_function(KERNEL_IDLE_JS, timeout=timeout_ms)
+
+
+# -- pictures of the dashboard, for readers who do not run the cells -----------------------------
+SCREENSHOTS = ROOT / "notebooks" / "images"
+WIDGET_CODE = ROOT / "smtplab" / "widgets"
+UI_CELL = "lab.ui()"
+PICTURE_LIMIT = 150_000  # bytes of one picture of the dashboard
+
+
+@dataclass(frozen=True)
+class DashboardShot:
+    """How the picture above a chapter's ``lab.ui()`` cell is made.
+
+    The browser tests run the chapter's cell that makes the lab and its ``lab.ui()``
+    cell in JupyterLab, type this into the form, submit ``via``, open ``tab`` and wait
+    until its pane shows ``ready`` (the message has arrived), then photograph the
+    dashboard. ``attachment`` is a file's ``(name, content)`` to attach first.
+    """
+
+    chapter: str
+    to: str
+    subject: str
+    body: str
+    tab: str
+    ready: str
+    cc: str = ""
+    bcc: str = ""
+    attachment: tuple[str, bytes] | None = None
+    via: str = AUTOMATIC  # a "Submit to" choice, as labelled
+
+    @property
+    def png(self) -> Path:
+        return SCREENSHOTS / f"dashboard-{Path(self.chapter).stem}.png"
+
+    @property
+    def stamp(self) -> Path:
+        """Beside the PNG: the hash of what it was made from (:func:`screenshot_inputs`)."""
+        return self.png.with_suffix(".sha256")
+
+
+def chapter_cells(chapter: str) -> tuple[str, str]:
+    """The sources of ``chapter``'s cell that makes ``lab`` and of its ``lab.ui()`` cell."""
+    notebook = nbformat.read(ROOT / "notebooks" / chapter, as_version=4)
+    code = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+    ui = next(i for i, source in enumerate(code) if source.strip() == UI_CELL)
+    setup = next(source for source in code[:ui] if re.search(r"^lab = Lab\(", source, re.M))
+    return setup, code[ui]
+
+
+def screenshot_inputs(shot: DashboardShot) -> str:
+    """A hash of everything the picture shows: the widget's code, the two cells, the shot."""
+    digest = hashlib.sha256()
+    for path in sorted(WIDGET_CODE.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for source in chapter_cells(shot.chapter):
+        digest.update(source.encode() + b"\0")
+    digest.update(repr(shot).encode())
+    return digest.hexdigest()
+
+
+def small_png(png: bytes) -> bytes:
+    """``png`` in at most 256 colours (a screenshot of a form has few), optimised."""
+    from PIL import Image  # matplotlib's dependency: installed with the lab
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    reduced = image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    out = io.BytesIO()
+    reduced.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+#: The picture above each chapter's lab.ui() cell; `make screenshots` writes them.
+SHOTS = [
+    DashboardShot(
+        "00-index.ipynb",
+        to="bob@example.org",
+        subject="Hello from the dashboard",
+        body="Hi Bob!\nSent with the Send button.",
+        tab="Transcript",
+        ready="221 2.0.0",
+    ),
+    DashboardShot(
+        "03-envelope.ipynb",
+        to="bob@example.org",
+        cc="carol@example.org",
+        bcc="postmaster@example.com",
+        subject="Minutes",
+        body="Bob and Carol see each other; nobody sees the Bcc.",
+        tab="Path",
+        ready="mailbox",
+    ),
+    DashboardShot(
+        "04-message.ipynb",
+        to="bob@example.org",
+        subject="The notes, attached",
+        body="Hi Bob,\n\nthe notes are attached.\n.a line that starts with a dot",
+        tab="Mailbox",
+        ready="The notes, attached",
+        attachment=("notes.txt", b"Agenda\n1. SMTP\n2. MIME\n"),
+        via="mx1.example.org (mx)",
+    ),
+]

@@ -332,7 +332,7 @@ def test_a_data_line_over_the_limit_gets_500_after_the_dot_and_nothing_is_stored
     ],
 )
 def test_unauthenticated_relay_is_refused_and_nothing_is_queued(lab, role, command, expected):
-    """RFC 5321 §3.6.2 (no open relay): MX 550 5.7.1; RFC 4954 §6 / RFC 6409 §4.1: 530 5.7.0."""
+    """RFC 5321 §3.6.2 (no open relay): MX 550 5.7.1; RFC 4954 §6 / RFC 6409 §4.3: 530 5.7.0."""
     client = greeted(lab, role)
     if role == "mx":
         client.send(f"MAIL FROM:<{SENDER}>\r\n".encode())
@@ -479,24 +479,24 @@ def received_headers(count: int) -> bytes:
 
 
 @pytest.mark.parametrize("role", SUBMISSION_ROLES)
-def test_a_looping_message_gets_554_5_4_6_at_submission(lab, role):
-    """RFC 5321 §6.3: 100 Received: headers mean a loop; 554 5.4.6 (RFC 3463), nothing queued."""
+def test_a_looping_message_gets_554_5_4_0_at_submission(lab, role):
+    """RFC 5321 §6.3: 100 Received: headers mean a loop: 554 5.4.0 (RFC 3463 §3.5), none queued."""
     client = ready(lab, role)
     begin_data(client)
     client.send(received_headers(100) + b"Subject: loop\r\n\r\nx\r\n.\r\n")
-    assert client.last().startswith("554 5.4.6 ")
+    assert client.last().startswith("554 5.4.0 ")
     assert nothing_kept(lab)
 
 
-def test_a_relay_loop_found_at_the_next_hop_bounces_with_5_4_6(lab):
-    """RFC 5321 §6.3: the next hop's 554 5.4.6 comes back to the sender as a DSN (RFC 3464)."""
+def test_a_relay_loop_found_at_the_next_hop_bounces_with_5_4_0(lab):
+    """RFC 5321 §6.3: the next hop's 554 5.4.0 comes back to the sender as a DSN (RFC 3464)."""
     message = received_headers(99) + b"From: alice@example.com\r\nSubject: loop\r\n\r\nx\r\n"
     result = lab.send(SENDER, RECIPIENT, message=message)
     assert result.ok  # 99 hops: the submission server still takes it and adds the 100th
     lab.settle(10)
     assert result.journey.outcome(RECIPIENT) == "bounced"
     (bounce,) = lab.mailbox(SENDER)
-    assert summarize(bounce.raw)[0]["Status"] == "5.4.6"
+    assert summarize(bounce.raw)[0]["Status"] == "5.4.0"
     assert len(lab.mailbox(RECIPIENT)) == 0
 
 

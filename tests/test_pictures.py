@@ -233,11 +233,24 @@ def test_the_tls_timeline_shows_what_crossed_in_the_clear_on_587_and_nothing_on_
     assert on_587[boundary + 1][1] == "→ EHLO client.example.com"
     assert "→ AUTH PLAIN ********" in [text for _, text in on_587[boundary:]]
     assert on_465[0] == ("tls", "") and {b for b, _ in on_465[1:]} == {"encrypted"}
-    summary = next(line.text for line in implicit.lines() if line.text.startswith("[message"))
-    assert f"→ {summary}" in [text for _, text in on_465]  # the transcript's own words
     words = desc(parse(picture))
     assert "2 commands (EHLO, STARTTLS) and 3 replies crossed in the clear" in words
     assert "smtps.example.com: TLS from the first byte; nothing crossed in the clear" in words
+
+
+def test_a_hop_without_tls_counts_the_message_apart_from_the_commands(lab):
+    """Chapter 08: the relay's hop to an MX that offers no STARTTLS is all in the clear."""
+    lab.server("mx1.example.org").disable("STARTTLS")
+    plain = lab.send("alice@example.com", "bob@example.org", "25", "x").journey.wait().hops()[-1]
+    picture = smtplab.tls_timeline_picture(plain)
+    (rows,) = columns(parse(picture))
+    summary = next(line for line in plain.to_text().splitlines() if "[message data" in line)
+    assert ("clear", "→ " + summary.removeprefix(" -> ")) in rows  # as the transcript counts it
+    words = desc(parse(picture))
+    assert (
+        "mx1.example.org: 5 commands (EHLO, MAIL, RCPT, DATA, QUIT), the message itself "
+        "and 7 replies crossed in the clear, all of it: no TLS."
+    ) in words
 
 
 def test_a_login_before_starttls_is_marked_and_its_password_stays_masked(lab):

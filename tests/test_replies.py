@@ -83,7 +83,7 @@ def test_relay_refused_is_550_5_7_1(lab):
 
 @pytest.mark.parametrize("role", SUBMISSION_ROLES)
 def test_a_sender_the_user_does_not_own_is_550_5_7_1_and_the_null_sender_is_accepted(lab, role):
-    """RFC 6409 §6.1 (refused at MAIL; 550, §4.2); a null reverse-path is no cause to refuse."""
+    """RFC 6409 §6.1 (refused at MAIL with 550); a null reverse-path MUST be accepted (§3.2)."""
     client = ready(lab, role)
     client.send(b"MAIL FROM:<bob@example.org>\r\n")
     line = client.last()

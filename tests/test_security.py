@@ -258,3 +258,25 @@ def test_unauthenticated_relay_is_refused_and_nothing_is_queued(lab):
     assert client.reply()[0].startswith("530 5.7.0")
     client.close()
     assert lab.queues["smtp.example.com"].pending() == []
+
+
+def test_a_wiretap_on_an_mx_sees_the_relay_hop_and_a_stripped_starttls_leaves_it_plain(lab):
+    """lab.eavesdrop taps the queue's hop to an MX too (chapter 08). Opportunistic STARTTLS
+    on port 25: with STARTTLS gone from the EHLO reply, the relay delivers in the clear,
+    which is what an attacker who deletes it achieves (RFC 3207 §6)."""
+    mx1 = lab.server("mx1.example.org")
+    with lab.eavesdrop("mx1.example.org") as tap:
+        lab.send("alice@example.com", "bob@example.org", "Over TLS", "secret one").journey.wait()
+        relay_said = tap.data("client")
+    assert relay_said.startswith(b"EHLO smtp.example.com\r\nSTARTTLS\r\n")
+    assert b"secret one" not in relay_said
+    assert "ClientHello, server name (SNI) mx1.example.org" in tap.view(limit=1000)
+
+    mx1.disable("STARTTLS")
+    with lab.eavesdrop("mx1.example.org") as tap:
+        plain = lab.send("alice@example.com", "bob@example.org", "In the clear", "secret two")
+        assert plain.journey.wait().outcome("bob@example.org") == "delivered"
+        relay_said = tap.data("client")
+    assert b"STARTTLS" not in relay_said
+    assert b"MAIL FROM:<alice@example.com>" in relay_said and b"secret two" in relay_said
+    assert " with ESMTP id " in lab.mailbox("bob@example.org")[-1].message["Received"]

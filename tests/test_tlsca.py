@@ -17,6 +17,7 @@ from smtplab.client import RecordingClient
 from smtplab.journal import WireJournal
 from smtplab.server import LabController
 from smtplab.tlsca import Eavesdropper, LabCA, LabSMTP, LabSMTP_SSL
+from smtplab.tlsrecords import client_hello_server_name
 
 MX1 = "mx1.example.org"
 CLIENT = "client.example.com"
@@ -260,8 +261,11 @@ def test_eavesdropper_reads_until_starttls_then_sees_ciphertext(
     assert " -> EHLO client.example.com" in view
     assert " -> STARTTLS" in view
     assert "Ready to start TLS" in view
-    assert " -> [ciphertext: " in view
-    assert "] 16 03 " in view
+    # The first records are the handshake in the clear, the SNI readable (RFC 6066 §3);
+    # everything after it is application_data only the two ends can read.
+    assert " -> [TLS handshake 0x16, in the clear: ClientHello, server name (SNI) mx1" in view
+    assert "<-  [TLS handshake 0x16, in the clear: ServerHello] " in view
+    assert " -> [TLS application_data 0x17, encrypted] " in view
     assert "MAIL FROM" not in view
 
 
@@ -271,7 +275,7 @@ def test_eavesdropper_reads_everything_without_tls(starttls_server: LabControlle
         sent = eve.data("client")
     assert b"MAIL FROM:<alice@example.com>" in sent
     assert b"Hello over TLS" in sent
-    assert "ciphertext" not in eve.view(limit=1000)
+    assert "[TLS" not in eve.view(limit=1000)
 
 
 def test_eavesdropper_on_implicit_tls_sees_no_text_at_all(
@@ -322,6 +326,31 @@ def test_eavesdropper_closes_the_client_when_the_target_is_down() -> None:
     assert eve.chunks == []
 
 
+def tls_record(content_type: int, body: bytes) -> bytes:
+    return bytes([content_type, 3, 3]) + len(body).to_bytes(2, "big") + body
+
+
+def handshake(kind: int, body: bytes) -> bytes:
+    return bytes([kind]) + len(body).to_bytes(3, "big") + body
+
+
+def client_hello(server_name: bytes) -> bytes:
+    """A ClientHello with one extension, server_name (RFC 8446 §4.1.2, RFC 6066 §3)."""
+    entry = b"\x00" + len(server_name).to_bytes(2, "big") + server_name
+    names = len(entry).to_bytes(2, "big") + entry
+    extension = b"\x00\x00" + len(names).to_bytes(2, "big") + names
+    body = (
+        b"\x03\x03"
+        + bytes(32)  # legacy_version, random
+        + b"\x00"  # no legacy_session_id
+        + b"\x00\x02\x13\x01"  # one cipher suite
+        + b"\x01\x00"  # null compression
+        + len(extension).to_bytes(2, "big")
+        + extension
+    )
+    return handshake(1, body)
+
+
 def test_view_rendering() -> None:
     eve = Eavesdropper(9)
     eve.chunks = [
@@ -331,8 +360,10 @@ def test_view_rendering() -> None:
         ("server", b"250 STARTTLS\r\n"),  # split by TCP: shown as one run
         ("client", b"STARTTLS\r\n"),
         ("server", b"220 Ready\r\n"),
-        ("client", bytes([0x16, 0x03, 0x01, 0x02, 0x00]) + bytes(512)),
-        ("server", bytes([0x16, 0x03, 0x03, 0x00])),
+        ("client", tls_record(22, client_hello(b"mx1.example.org"))),
+        ("server", tls_record(22, handshake(2, bytes(40))) + tls_record(20, b"\x01")),
+        ("server", tls_record(23, bytes(100)) + tls_record(23, bytes(50))),  # one run
+        ("client", tls_record(20, b"\x01") + tls_record(22, handshake(20, bytes(12)))),
     ]
     eve.stop()
     assert eve.view() == "\n".join(
@@ -343,8 +374,33 @@ def test_view_rendering() -> None:
             "<-  250 STARTTLS",
             " -> STARTTLS",
             "<-  220 Ready",
-            " -> [ciphertext: 517 bytes] 16 03 01 02 00 00 00 00 00 00 00 00 00 00 00 00 ...",
-            "<-  [ciphertext: 4 bytes] 16 03 03 00",
+            " -> [TLS handshake 0x16, in the clear: ClientHello, server name (SNI)"
+            " mx1.example.org] 76 bytes",
+            "<-  [TLS handshake 0x16, in the clear: ServerHello] 49 bytes",
+            "<-  [TLS change_cipher_spec 0x14] 6 bytes",
+            "<-  [TLS application_data 0x17, encrypted] 2 records, 160 bytes",
+            " -> [TLS change_cipher_spec 0x14] 6 bytes",
+            # after its change_cipher_spec a side's handshake is ciphertext (TLS 1.2 Finished)
+            " -> [TLS handshake 0x16, encrypted] 21 bytes",
         ]
     )
-    assert eve.view(limit=2).splitlines()[-1] == "... 6 more lines"
+    assert eve.view(limit=2).splitlines()[-1] == "... 10 more lines"
+
+
+def test_view_of_a_record_cut_short_and_of_bytes_that_are_not_tls() -> None:
+    eve = Eavesdropper(9)
+    eve.chunks = [
+        ("client", tls_record(22, client_hello(b"mx1.example.org"))[:20]),
+        ("server", bytes([0x80, 0x01])),
+    ]
+    eve.stop()
+    assert eve.view() == "\n".join(
+        [" -> [TLS record, truncated or not TLS] 20 bytes", "<-  [2 bytes, not text] 80 01"]
+    )
+
+
+def test_client_hello_server_name() -> None:
+    assert client_hello_server_name(client_hello(b"mx1.example.org")[4:]) == "mx1.example.org"
+    assert client_hello_server_name(client_hello(b"")[4:]) == ""
+    assert client_hello_server_name(b"") is None  # short or malformed: no name, no error
+    assert client_hello_server_name(client_hello(b"mx1")[4:-2]) is None

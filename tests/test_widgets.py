@@ -7,16 +7,19 @@ keyword it does not have yet.
 
 from __future__ import annotations
 
+import html
 import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import ipywidgets as ipw
+import nbformat
 
-from smtplab import InvalidInput
+from smtplab import InvalidInput, Lab
 from smtplab.journey import Journey, Step
 from smtplab.transcript import Closed, Command, Data, Note, Opened, Reply, TLSStarted, Transcript
 from smtplab.widgets import (
@@ -34,6 +37,7 @@ from smtplab.widgets import (
 from smtplab.widgets.models import Recorded, accepted_keywords
 
 DEADLINE = 15.0
+ROOT = Path(__file__).resolve().parents[1]
 SVG = "{http://www.w3.org/2000/svg}"
 
 
@@ -528,3 +532,38 @@ def test_dashboard_follows_a_submitted_message_to_the_mailbox(lab, capsys):
     assert board.mailbox.user.value == "bob@example.org"
     assert [m.subject for m in board.model.mailbox.messages] == ["Via submission"]
     assert capsys.readouterr() == ("", "")  # nothing printed, from any thread
+
+
+# -- a stopped lab ---------------------------------------------------------------------------------
+def test_a_stopped_labs_dashboard_says_so_in_words_and_how_to_start_again():
+    lab = Lab(name="test-stopped-dashboard")
+    board = dashboard(lab)
+    lab.stop()
+    fill(board.compose, to="bob@example.org", subject="After the stop", body="hello")
+    board.compose.send_button.click()
+    assert board.model.compose.wait(DEADLINE) is None
+    said = board.model.compose.errors["send"]
+    assert html.escape(said) in board.compose.errors["send"].value
+    assert "KeyError" not in said and "have []" not in said
+    assert "lab 'test-stopped-dashboard' is stopped" in said
+    assert "Lab(" in said and "lab.ui()" in said  # how to start again
+    assert board.compose.status.value == "Not sent: the lab is stopped."
+
+    board.mailbox.refresh_button.click()
+    assert board.model.mailbox.messages == []
+    assert "is stopped" in board.model.mailbox.error and "is stopped" in board.mailbox.error.value
+
+
+def test_the_placeholder_of_a_widget_says_to_re_run_its_cell(lab):
+    for view in (dashboard(lab), compose(lab), mailbox_view(lab), transcript_view(), path_view()):
+        text = repr(view)
+        assert "re-run this cell" in text and "run this notebook in Jupyter" not in text
+
+
+def test_the_index_keeps_its_lab_running_after_run_all():
+    """Its dashboard is the last thing Run All draws: a lab.stop() after it would leave it dead."""
+    index = nbformat.read(ROOT / "notebooks" / "00-index.ipynb", as_version=4)
+    code = [cell.source for cell in index.cells if cell.cell_type == "code"]
+    assert "lab.ui()" in code and not any("lab.stop()" in source for source in code)
+    prose = [cell.source for cell in index.cells if cell.cell_type == "markdown"]
+    assert any("`lab.stop()`" in text for text in prose)  # says how to stop it

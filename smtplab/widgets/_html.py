@@ -8,6 +8,10 @@ from typing import Any
 import ipywidgets as ipw
 
 ERROR_COLOUR = "#c62828"
+#: How a widget output's text ends where no live widget can be shown (GitHub, an
+#: export, JupyterLab after a reload or a kernel restart). tools/strip_widget_state.py
+#: ends other widgets' text with it too.
+LIVE_WIDGET_HINT = "re-run this cell to show the live widget"
 
 
 def error_html(message: str | None) -> str:
@@ -57,11 +61,13 @@ def style_widget() -> ipw.HTML:
 class ShortRepr:
     """Mixin for views: a one-line text form instead of ipywidgets' repr of the whole tree.
 
-    That text is what GitHub and strict nbval see of a widget output; the full
-    repr would be hundreds of kilobytes of HTML.
+    That text is what GitHub and strict nbval see of a widget output, and what
+    JupyterLab shows in its place after a page reload, when the widget's state
+    is gone from the page though the kernel may still hold it; the full repr
+    would be hundreds of kilobytes of HTML.
     """
 
     kind = "smtplab widget"
 
     def __repr__(self) -> str:
-        return f"<{self.kind}: run this notebook in Jupyter to use it>"
+        return f"<{self.kind}: {LIVE_WIDGET_HINT}>"

@@ -123,6 +123,9 @@ class ComposeView(ShortRepr, ipw.VBox):
         model.observe(self._attachments_changed, names="attachments")
 
     def _row(self, name: str, *controls: ipw.Widget) -> ipw.HBox:
+        """The field, what goes with it, and its error; the error wraps, the field keeps
+        its width (a flex item would shrink), so every row's field stays aligned."""
+        controls[0].layout.flex = "0 0 auto"
         error = self.errors[name]
         error.add_class(f"smtplab-error-{name}")
         error.add_class("smtplab-field-error")

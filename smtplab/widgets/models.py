@@ -46,6 +46,21 @@ from smtplab.transcript import Transcript
 FIELDS = ("from", "to", "cc", "bcc", "subject", "body", "attachment", "via")
 
 
+def stopped_notice(lab: Any) -> str | None:
+    """Why a lab's widget can do nothing now, and how to start again; None while it runs.
+
+    A widget outlives its lab (a notebook's last cell may stop it): instead of the
+    KeyError a send would meet, the reader gets this sentence. ``Lab.stop`` empties
+    ``lab.servers``, and a running lab always has servers.
+    """
+    if lab.servers:
+        return None
+    return (
+        f"The lab {lab.name!r} is stopped, so nothing can be sent or read. To start again, "
+        "run the cell that makes it (lab = Lab(…)), then lab.ui() for a new dashboard."
+    )
+
+
 @dataclass(frozen=True)
 class SendOption:
     """A tick box on the compose form that becomes one keyword argument of ``lab.send``.
@@ -182,6 +197,11 @@ class ComposeModel(HasTraits):
     def send_now(self) -> Any:
         """Send on this thread; return the SendResult, or None (then see ``errors``)."""
         self.errors = {}
+        notice = stopped_notice(self.lab)
+        if notice is not None:
+            self.errors = {"send": notice}
+            self.status = "Not sent: the lab is stopped."
+            return None
         try:
             args, kwargs = self.send_arguments()
             result = self.lab.send(*args, **kwargs)
@@ -399,6 +419,11 @@ class MailboxModel(HasTraits):
                 self.messages, self.selected = [], -1
                 return
             current = self.message
+            notice = stopped_notice(self.lab)
+            if notice is not None:
+                self.error = notice
+                self.messages, self.selected = [], -1
+                return
             try:
                 messages = list(self.lab.mailbox(self.address))
             except (KeyError, OSError) as error:
