@@ -73,6 +73,13 @@ class Sent:
         """Messages per second, as measured."""
         return self.messages / self.seconds
 
+    def __str__(self) -> str:
+        """The counted part only: the seconds change from run to run."""
+        return (
+            f"{self.messages} messages, {self.round_trips} round trips: "
+            f"{self.round_trips_per_message:.2f} per message"
+        )
+
 
 class PipeliningError(RuntimeError):
     """The server did not offer PIPELINING, or answered a group with other replies."""
