@@ -62,7 +62,7 @@ class Sent:
     messages: int
     round_trips: int
     seconds: float
-    rounds: tuple[Round, ...]  # of one connection (the first, for way 4)
+    rounds: tuple[Round, ...]  # of the first connection
 
     @property
     def round_trips_per_message(self) -> float:
@@ -86,7 +86,7 @@ class PipeliningError(RuntimeError):
 
 
 def envelope(message: EmailMessage) -> tuple[str, list[str]]:
-    """MAIL FROM and RCPT TO addresses from the headers, as smtplib's send_message takes them."""
+    """MAIL FROM from ``From:``, one RCPT TO for each address in ``To:`` and ``Cc:``."""
     (_, sender), *_ = getaddresses([str(message["From"])])
     fields = [str(value) for name in ("To", "Cc") for value in message.get_all(name, [])]
     return sender, [address for _, address in getaddresses(fields)]
