@@ -829,10 +829,12 @@ ROUTE_STATIONS = (
     Station("implicit", (2, 2), ("implicit MX", "the domain itself, preference 0"), "dns"),
     Station("refuse-550", (3, 2), ("550 5.1.2", "bounce: permanent"), "error"),
     Station("retry-451", (4, 2), ("451 4.4.3", "keep it queued, retry later"), "retry"),
-    Station("addresses", (1, 3), ("A/AAAA", "the addresses of each host"), "dns", span=2),
-    Station("route", (1, 4), ("route", "try the hosts in order; on failure the next"), "server"),
+    Station("none-left", (0, 3), ("550 5.4.4", "no host closer than me: bounce"), "error"),
+    Station("self", (1, 3), ("am I listed?", "a relay drops its own and worse records"), "dns"),
+    Station("addresses", (1, 4), ("A/AAAA", "the addresses of each host"), "dns", span=2),
+    Station("route", (1, 5), ("route", "try the hosts in order; on failure the next"), "server"),
     Station(
-        "no-address", (2, 4), ("no address", "MX hosts: 451 4.4.4; implicit: 550 5.1.2"), "error"
+        "no-address", (2, 5), ("no address", "MX hosts: 451 4.4.4; implicit: 550 5.1.2"), "error"
     ),
 )
 ROUTE_LINKS = (
@@ -845,13 +847,15 @@ ROUTE_LINKS = (
     Link("nodata", "implicit", tone="dns"),
     Link("nxdomain", "refuse-550", tone="error"),
     Link("failure", "retry-451", tone="retry"),
-    Link("order", "addresses", tone="dns"),
+    Link("order", "self", tone="dns"),
+    Link("self", "none-left", tone="error"),
+    Link("self", "addresses", tone="dns"),
     Link("implicit", "addresses", tone="dns"),
     Link("addresses", "route", tone="server"),
     Link("addresses", "no-address", tone="error"),
 )
 ANSWER_PATHS = {  # how DNS answered the MX question -> the stations down to the result
-    "mx": ("lookup", "mx", "order", "addresses"),
+    "mx": ("lookup", "mx", "order", "self", "addresses"),
     "implicit-mx": ("lookup", "nodata", "implicit", "addresses"),
     "null-mx": ("lookup", "null-mx", "refuse-556"),
     "nxdomain": ("lookup", "nxdomain", "refuse-550"),

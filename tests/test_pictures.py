@@ -338,12 +338,12 @@ def test_the_route_chart_lights_the_path_each_dns_answer_took(lab):
     lab.dns.add_zone("broken.example")
     lab.dns.set_fault("broken.example", "servfail")
     expected = {
-        "example.org": ("lookup", "mx", "order", "addresses", "route"),
+        "example.org": ("lookup", "mx", "order", "self", "addresses", "route"),
         "example.net": ("lookup", "nodata", "implicit", "addresses", "route"),
         "nomail.example": ("lookup", "null-mx", "refuse-556"),
         "nothere.example.org": ("lookup", "nxdomain", "refuse-550"),
         "broken.example": ("lookup", "failure", "retry-451"),
-        "ghost.example": ("lookup", "mx", "order", "addresses", "no-address"),
+        "ghost.example": ("lookup", "mx", "order", "self", "addresses", "no-address"),
         "empty.example": ("lookup", "nodata", "implicit", "addresses", "no-address"),
     }
     replies = {}
