@@ -57,13 +57,21 @@ _SUBJECTS: dict[Kind, str] = {
 }
 _INTROS: dict[Kind, str] = {
     "failed": "Your message could not be delivered to one or more of its recipients. "
-    "The problem is permanent, so the mail system has stopped trying. "
-    "The reasons are listed below, and {copy} is attached.",
+    "{why} The reasons are listed below, and {copy} is attached.",
     "delayed": "Your message has not reached one or more of its recipients yet. "
     "This is only a warning: the mail system keeps trying, so there is no need "
     "to send the message again. The reasons for the delay are listed below.",
     "delivered": "Your message was delivered to the recipients listed below. "
     "You are getting this report because you asked for one (NOTIFY=SUCCESS).",
+}
+#: Why a bounce stopped trying, by the classes of its failed recipients' Status codes: a
+#: 4.x.x is a temporary problem that outlived the queue's patience (RFC 3463 §3.1).
+_GAVE_UP = {
+    frozenset("5"): "The problem is permanent, so the mail system has stopped trying.",
+    frozenset("4"): "The problem was temporary, but it lasted longer than the mail system "
+    "keeps trying, so it has stopped trying.",
+    frozenset("45"): "For some recipients the problem is permanent; for the others a "
+    "temporary problem lasted longer than the mail system keeps trying. It has stopped trying.",
 }
 _LABELS: dict[Kind, str] = {"failed": "Undelivered", "delayed": "Delayed", "delivered": "Delivered"}
 
@@ -275,12 +283,17 @@ def _explain(r: RecipientStatus) -> str:
     return f"<{r.address}> ({r.action}{until}): {detail}"
 
 
+def _why_stopped(report: Report) -> str:
+    classes = frozenset(r.status_code[0] for r in report.recipients if r.action == "failed")
+    return _GAVE_UP.get(classes & {"4", "5"} or frozenset("5"), _GAVE_UP[frozenset("5")])
+
+
 def _human(report: Report, copy: str) -> bytes:
     """The note for people; its wording follows the report's kind."""
     domain = report.mailer_daemon.rpartition("@")[2]
     paragraphs = [
         f"This is the mail system at host {report.reporting_mta}.",
-        _INTROS[report.kind].format(copy=copy),
+        _INTROS[report.kind].format(copy=copy, why=_why_stopped(report)),
         f"If you need help, send this report to postmaster@{domain}.",
     ]
     explained = [_explain(r) for r in report.recipients]

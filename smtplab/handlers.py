@@ -28,6 +28,21 @@ from smtplab.clock import LabClock
 from smtplab.maildir import Maildir
 from smtplab.outbound import DeliveryQueue
 from smtplab.protocol import count_received, normalize_newlines
+from smtplab.replies import (
+    AUTH_REQUIRED,
+    BYE,
+    NOT_QUEUED,
+    NOT_STORED,
+    NUL_IN_BODY,
+    QUEUED,
+    RECIPIENT_OK,
+    RELAY_DENIED,
+    SENDER_NOT_OWNED,
+    SENDER_OK,
+    STARTTLS_FIRST,
+    TOO_MANY_HOPS,
+    USER_UNKNOWN,
+)
 from smtplab.server import LabEnvelope, RecordingSMTP, aiosmtpd_hooks
 from smtplab.spool import QueuedRecipient
 
@@ -112,16 +127,16 @@ class RoleHandler:
     ) -> str:
         envelope.mail_from = address
         envelope.mail_options.extend(options)
-        return "250 2.1.0 Sender ok"
+        return SENDER_OK()
 
     def accept_recipient(self, envelope: Envelope, address: str, options: list[str]) -> str:
         """Add a recipient the role's policy allowed to the envelope (RFC 5321 §4.1.1.3)."""
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
-        return "250 2.1.5 Recipient ok"
+        return RECIPIENT_OK()
 
     async def handle_QUIT(self, server: RecordingSMTP, session: Session, envelope: Envelope) -> str:
-        return "221 2.0.0 Bye"
+        return BYE()
 
     def screen(self, content: bytes) -> tuple[bytes, str | None]:
         """The content as it will be stored or relayed, or the reply refusing it.
@@ -131,10 +146,10 @@ class RoleHandler:
         is refused (RFC 5322 §2.3); too many Received: headers mean a loop (§6.3).
         """
         if b"\0" in content:
-            return content, "554 5.6.0 Message refused: it contains NUL characters"
+            return content, NUL_IN_BODY()
         hops = count_received(content)
         if hops >= self.max_hops:
-            return content, f"554 5.4.6 Too many hops ({hops} Received: headers): a mail loop?"
+            return content, TOO_MANY_HOPS(hops=hops)
         return normalize_newlines(content), None
 
 
@@ -167,9 +182,9 @@ class MailboxHandler(RoleHandler):
                 address,
             )
         if domain_of(address) not in self.domains:
-            return f"554 5.7.1 <{address}>: Relay access denied"
+            return RELAY_DENIED(address=address)
         if address.lower() not in self.mailboxes:
-            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+            return USER_UNKNOWN(address=address)
         return self.accept_recipient(envelope, address, options)
 
     #: Checks run after DATA, before anything is stored (chapter 09: SPF, DKIM, DMARC and a
@@ -190,8 +205,8 @@ class MailboxHandler(RoleHandler):
         try:
             await asyncio.to_thread(self._store, session, envelope, content, queue_id, folder)
         except OSError as error:
-            return f"451 4.3.0 Message not stored, try again later ({error.strerror})"
-        return f"250 2.0.0 Ok: queued as {queue_id}"
+            return NOT_STORED(reason=error.strerror)
+        return QUEUED(queue_id=queue_id)
 
     def _store(
         self,
@@ -215,9 +230,10 @@ class MailboxHandler(RoleHandler):
 class SubmissionHandler(RoleHandler):
     """The submission role: authenticated users may send to anyone, as themselves.
 
-    MAIL before AUTH gets 530 (RFC 4954 §6). A user may only use their own
-    address as the envelope sender, as providers enforce (RFC 6409 §6.1), and
-    each message is queued for relaying.
+    MAIL before AUTH gets 530 (RFC 4954 §6; before STARTTLS on port 587, "Must
+    issue a STARTTLS command first", RFC 3207 §4). A user may only use their own
+    address, or the null reverse-path, as the envelope sender (RFC 6409 §6.1,
+    §4.2), and each message is queued for relaying.
     """
 
     offers_auth = True
@@ -236,12 +252,14 @@ class SubmissionHandler(RoleHandler):
     ) -> str:
         # Enforced here rather than by aiosmtpd's auth_required, which warns when a
         # lesson turns plaintext AUTH on (auth_require_tls=False).
-        if not session.authenticated:
-            return "530 5.7.0 Authentication required"
+        if not session.authenticated:  # on 587 before STARTTLS, AUTH is not even offered
+            return STARTTLS_FIRST() if server.requires_tls_for_auth() else AUTH_REQUIRED()
         data = session.auth_data
         login = data.login.decode("utf-8", "replace") if isinstance(data, LoginPassword) else ""
-        if address.lower() != login.lower():
-            return f"553 5.7.1 <{address}>: Sender address rejected: not owned by user {login}"
+        # A null reverse-path (a notification the user's MUA sends) is permitted and is no
+        # cause for refusal in itself (RFC 6409 §4.2).
+        if address != "<>" and address.lower() != login.lower():
+            return SENDER_NOT_OWNED(address=address, login=login)
         return await super().handle_MAIL(server, session, envelope, address, options)
 
     async def handle_RCPT(
@@ -274,5 +292,5 @@ class SubmissionHandler(RoleHandler):
                 reverse_path(envelope), recipients, message, envelope.dsn, qid
             )
         except OSError as error:
-            return f"451 4.3.0 Message not queued, try again later ({error.strerror})"
-        return f"250 2.0.0 Ok: queued as {qid}"
+            return NOT_QUEUED(reason=error.strerror)
+        return QUEUED(queue_id=qid)

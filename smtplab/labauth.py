@@ -57,6 +57,7 @@ from smtplab.authenticity import (
 from smtplab.clock import LabClock
 from smtplab.labdns import RecordStore
 from smtplab.protocol import message_id_of
+from smtplab.replies import DMARC_REJECT, SPAM_REJECT
 from smtplab.spamfilter import Score, SpamFilter
 from smtplab.world import LOOPBACK, World
 
@@ -200,15 +201,9 @@ class Inspector:
         wants = dmarc.disposition if lab.enforce_dmarc else "none"
         reply = None
         if wants == "reject":
-            reply = (  # worded as in RFC 7489 §10.3
-                f"550 5.7.1 Email rejected per DMARC policy for {dmarc.from_domain} "
-                f"(p={dmarc.policy}: no aligned SPF or DKIM pass)"
-            )
+            reply = DMARC_REJECT(domain=dmarc.from_domain, policy=dmarc.policy)
         elif score.action == "reject":
-            reply = (
-                f"550 5.7.1 Message rejected as spam (score {score.points:g}, "
-                f"limit {score.reject_at:g})"
-            )
+            reply = SPAM_REJECT(score=f"{score.points:g}", limit=f"{score.reject_at:g}")
         placement: Placement = (
             "rejected" if reply else "junk" if "quarantine" in (wants, score.action) else "inbox"
         )

@@ -253,3 +253,15 @@ def message_id_of(message: bytes) -> str | None:
 def count_received(message: bytes) -> int:
     """How many Received: trace headers a message carries: its hop count (§6.3)."""
     return len(re.findall(rb"^Received:", header_block(message), re.IGNORECASE | re.MULTILINE))
+
+
+def without_enhanced_code(reply: str) -> str:
+    """Take the RFC 3463 status code out of a reply: for a client that did not say EHLO
+    (RFC 2034 §3), ``250 2.1.0 Sender ok`` is ``250 Sender ok``."""
+    parsed = parse_reply_line(reply)
+    if parsed is None:
+        return reply
+    status, text = split_enhanced(parsed.text)
+    if status is None:
+        return reply
+    return f"{parsed.code}{' ' if parsed.last else '-'}{text}".rstrip()

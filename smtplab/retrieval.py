@@ -281,7 +281,10 @@ def parse_retrieval(
         elif kind == "tls":
             version, _, cipher = payload.decode("utf-8", "replace").partition("\0")
             parser.lines.append(RetrievalLine("info", f"TLS started: {version} {cipher}"))
-        elif kind == "note":
+        elif kind in ("note", "cut"):
+            if kind == "cut":  # the recording stopped: a half-read line was cut, not left
+                for buf in parser.buf.values():
+                    buf.clear()
             parser.lines.append(RetrievalLine("info", payload.decode("utf-8", "replace")))
         elif kind == "close":
             parser.finish()

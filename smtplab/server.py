@@ -44,13 +44,20 @@ Theory of operation
   before the server closes it.
 * Command lines end with CRLF only (§2.3.8): a bare LF, or a NUL in a command,
   gets an error reply, and the session goes on. Too many unknown commands end
-  it with 421. A non-ASCII address without SMTPUTF8 gets 553 5.6.7 (RFC 6531
-  §3.5).
+  it with 421. A non-ASCII address without SMTPUTF8 gets 550 5.6.7 at MAIL and
+  553 5.6.7 at RCPT (RFC 6531 §3.5); with SMTPUTF8, an address that is not valid
+  UTF-8 gets 553 (RFC 6531 §3.3).
+* Replies come from one table, :mod:`smtplab.replies`. They carry enhanced
+  status codes only for a client that greeted with EHLO (RFC 2034 §3), and
+  bytes beyond ASCII only in a transaction that declared SMTPUTF8; no reply
+  ever carries an exception's text (:meth:`RecordingSMTP.handle_exception`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import collections
 import functools
 import logging
@@ -63,12 +70,43 @@ from asyncio import sslproto
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, syntax
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, syntax
 
 from smtplab.dsn import DSNParamError, MailDSN, RcptDSN, split_mail_params, split_rcpt_params
 from smtplab.faults import END_OF_DATA, FaultRule, Faults
 from smtplab.journal import WireJournal
-from smtplab.protocol import COMMAND_LINE_LIMIT, CRLF, parse_path, with_enhanced_code
+from smtplab.protocol import (
+    COMMAND_LINE_LIMIT,
+    CRLF,
+    parse_path,
+    with_enhanced_code,
+    without_enhanced_code,
+)
+from smtplab.replies import (
+    AUTH_CANCELLED,
+    AUTH_LINE_TOO_LONG,
+    AUTH_NOT_OFFERED,
+    AUTHZID_REFUSED,
+    BAD_BASE64,
+    BAD_HELO_NAME,
+    BAD_LINE_END,
+    BAD_RECIPIENT_SYNTAX,
+    CANNOT_SPLIT,
+    LOCAL_ERROR,
+    LOGIN_PASSWORD_PROMPT,
+    LOGIN_USERNAME_PROMPT,
+    NON_ASCII_RECIPIENT,
+    NON_ASCII_SENDER,
+    NOT_UTF8_RECIPIENT,
+    NOT_UTF8_SENDER,
+    NUL_IN_COMMAND,
+    STOCK,
+    TIMEOUT,
+    TLS_ACTIVE,
+    TOO_MANY_AUTH_FAILURES,
+    TOO_MANY_CONNECTIONS,
+    TOO_MANY_RECIPIENTS,
+)
 from smtplab.wire import WireLog
 from smtplab.world import LOOPBACK
 
@@ -83,6 +121,8 @@ IDENT = "ESMTP smtplab"
 LAB_EXTENSIONS = frozenset({"PIPELINING", "ENHANCEDSTATUSCODES", "DSN"})
 #: Failed AUTH attempts before the server hangs up (brute-force protection).
 AUTH_FAILURE_LIMIT = 3
+#: The longest AUTH response line, CRLF included: RFC 4954 §4 calls 12288 octets enough.
+AUTH_LINE_LIMIT = 12288
 #: Recipients per transaction: RFC 5321 §4.5.3.1.8 asks for at least 100.
 MAX_RECIPIENTS = 100
 #: Sessions one server holds at once (as Postfix's default process limit).
@@ -92,13 +132,8 @@ STOP_DEADLINE = 5.0
 #: How much longer MAIL and RCPT lines may be for DSN's parameters (RFC 3461 §4);
 #: aiosmtpd itself adds SIZE's 26 octets (RFC 1870) and SMTPUTF8's 10 to MAIL.
 _DSN_ALLOWANCE = {"MAIL": 100, "RCPT": 500}
-#: aiosmtpd's stock replies that the lab answers differently.
-_STOCK_REPLIES = {
-    # RFC 5321 §3.8: a server that gives up on a session says 421 before closing.
-    "502 5.5.1 Too many unrecognized commands, goodbye.": (
-        "421 4.7.0 Too many unrecognized commands, goodbye"
-    ),
-}
+#: Where an unforeseen error in a session is logged (aiosmtpd's logger, see above).
+log = logging.getLogger("mail.log")
 
 
 @functools.cache
@@ -205,8 +240,26 @@ def _split_params(arg: str) -> tuple[str, list[str]]:
     return first, rest
 
 
+def _not_utf8(text: str) -> bool:
+    """Whether ``text`` came from bytes that are not UTF-8 (aiosmtpd decodes command
+    arguments with ``surrogateescape``, so each such byte is a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _is_ascii_text(text: str) -> bool:
+    return text.isascii() and text.isprintable()
+
+
 class RecordingSMTP(SMTP):
     """aiosmtpd's SMTP session, recording both directions into a WireLog."""
+
+    #: AUTH LOGIN's prompts (aiosmtpd's own are "User Name\0" and "Password\0").
+    AuthLoginUsernameChallenge = LOGIN_USERNAME_PROMPT
+    AuthLoginPasswordChallenge = LOGIN_PASSWORD_PROMPT
 
     def __init__(
         self,
@@ -219,6 +272,10 @@ class RecordingSMTP(SMTP):
         connections: ConnectionSlots | None = None,
         **kwargs: Any,
     ):
+        authenticator = kwargs.get("authenticator")
+        self._check = None if authenticator is None else self._counting(authenticator)
+        if self._check is not None:
+            kwargs["authenticator"] = self._check
         super().__init__(handler, **kwargs)
         self._journal = journal
         self.faults = faults
@@ -228,6 +285,9 @@ class RecordingSMTP(SMTP):
         self._holds_slot = False
         self._answering_ehlo = False
         self._auth_failures = 0
+        self._credentials_refused = False
+        self._said_ehlo = False  # the client's last greeting was EHLO (RFC 2034 §3)
+        self._verb = ""  # the command being answered
         self._bad_line_end = False
         # aiosmtpd keeps these limits in a dict shared by every session of every
         # server (and compares them with the line *without* its CRLF): give each
@@ -249,11 +309,12 @@ class RecordingSMTP(SMTP):
 
     async def guarded(self, command: str, method: Any, arg: str | None) -> None:
         """Run a command unless its line is malformed or a fault rule answers instead."""
+        self._verb = command
         if self._bad_line_end:  # RFC 5321 §2.3.8: only CRLF ends a command line
-            await self.push("500 5.5.2 Syntax error: a command line must end with CRLF")
+            await self.push(BAD_LINE_END())
             return
         if arg is not None and "\0" in arg:
-            await self.push("501 5.5.2 Syntax error: NUL character in command")
+            await self.push(NUL_IN_COMMAND())
             return
         rule = self.faults.take(command)
         if rule is None:
@@ -301,18 +362,37 @@ class RecordingSMTP(SMTP):
     def _refuse(self, command: str, address: str) -> str | None:
         """Protocol rules the handlers need not know, checked before their MAIL/RCPT hooks."""
         assert self.envelope is not None
-        if command == "RCPT" and address == "<>":  # only the reverse-path may be null
-            return "553 5.1.3 Error: malformed address"
-        if not address.isascii() and not self.envelope.smtp_utf8:
-            return f"553 5.6.7 <{address}>: non-ASCII address needs MAIL FROM ... SMTPUTF8"
-        if command == "RCPT" and len(self.envelope.rcpt_tos) >= self.max_recipients:
-            return f"452 4.5.3 Too many recipients (at most {self.max_recipients} per message)"
+        mail = command == "MAIL"
+        if not mail and address == "<>":  # only the reverse-path may be null
+            return BAD_RECIPIENT_SYNTAX()
+        if not address.isascii() and not self.envelope.smtp_utf8:  # RFC 6531 §3.5
+            return NON_ASCII_SENDER() if mail else NON_ASCII_RECIPIENT()
+        if _not_utf8(address):  # RFC 6531 §3.3: a UTF-8 path is UTF-8
+            return NOT_UTF8_SENDER() if mail else NOT_UTF8_RECIPIENT()
+        if not mail and len(self.envelope.rcpt_tos) >= self.max_recipients:
+            return TOO_MANY_RECIPIENTS(limit=self.max_recipients)
         return None
 
+    async def handle_exception(self, error: Exception) -> str:
+        """An error no rule foresaw: log it and answer 451, never with its text (aiosmtpd
+        would answer ``500 Error: (ValueError) ...``)."""
+        log.error("%s: %s failed", self.hostname, self._verb or "session", exc_info=error)
+        return LOCAL_ERROR()
+
+    def requires_tls_for_auth(self) -> bool:
+        """Whether AUTH waits for TLS on this connection (port 587 before STARTTLS)."""
+        return bool(self._auth_require_tls) and not self._over_tls()
+
+    def _over_tls(self) -> bool:
+        transport = self.transport
+        return transport is not None and transport.get_extra_info("ssl_object") is not None
+
     def _enhanced_codes(self) -> bool:
-        """RFC 2034: only after EHLO, never in the greeting or the EHLO response."""
-        extended = self.session is not None and self.session.extended_smtp
-        return extended and "ENHANCEDSTATUSCODES" in self.extensions and not self._answering_ehlo
+        """RFC 2034 §3: on every reply after EHLO (also once STARTTLS has reset the
+        session, until the client greets again), never after HELO, in the greeting or
+        in the EHLO response."""
+        offered = "ENHANCEDSTATUSCODES" in self.extensions
+        return self._said_ehlo and offered and not self._answering_ehlo
 
     def _create_envelope(self) -> LabEnvelope:
         return LabEnvelope()
@@ -347,32 +427,149 @@ class RecordingSMTP(SMTP):
             return None, None
         return address, rest
 
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str) -> None:
+        if hostname and not _is_ascii_text(hostname):
+            await self.push(BAD_HELO_NAME())
+            return
+        if hostname:  # the HELO response already has no enhanced code
+            self._said_ehlo = False
+        await super().smtp_HELO(hostname)
+
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:
+        if hostname and not _is_ascii_text(hostname):  # a name for Received: (RFC 5321 §4.4)
+            await self.push(BAD_HELO_NAME())
+            return
         self._answering_ehlo = True  # the EHLO response carries no enhanced codes
         self.command_size_limits.clear()  # aiosmtpd adds its allowances at every EHLO
         try:
             await super().smtp_EHLO(hostname)
         finally:
             self._answering_ehlo = False
+        if hostname:
+            self._said_ehlo = True
         if hostname and "DSN" in self.extensions:
             for verb, extra in _DSN_ALLOWANCE.items():
                 self.command_size_limits[verb] += extra
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        """RFC 3207 §4.2: STARTTLS is not offered once TLS is on; asked again, it is a bad
+        sequence (§4.1: 503 is not in its list, but 501 and 454 say something else)."""
+        if self._over_tls():
+            await self.push(TLS_ACTIVE())
+            return
+        await super().smtp_STARTTLS(arg)
+
+    def _counting(self, authenticator: Any) -> Any:
+        """The authenticator, noting each refusal: only checked credentials are failed
+        logins (an unknown mechanism's 504, a syntax error or a cancel are not)."""
+
+        def check(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+            result = authenticator(server, session, envelope, mechanism, data)
+            self._credentials_refused = not result.success
+            return result
+
+        return check
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
         """AUTH (RFC 4954), hanging up after repeated failures (§4: servers may limit)."""
         if not getattr(self.event_handler, "offers_auth", True):
-            await self.push("503 5.5.1 Error: authentication not enabled on this server")
+            await self.push(AUTH_NOT_OFFERED())
             return
+        self._credentials_refused = False
         await super().smtp_AUTH(arg)
-        assert self.session is not None
-        if self.session.authenticated or self.transport is None:
+        if not self._credentials_refused or self.transport is None:
             return
         self._auth_failures += 1
         if self._auth_failures >= AUTH_FAILURE_LIMIT:
-            await self.push("421 4.7.0 Too many failed authentication attempts, goodbye")
+            await self.push(TOO_MANY_AUTH_FAILURES())
             self.transport.close()
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        """PLAIN (RFC 4616) with its authorization identity, which aiosmtpd ignores (so
+        ``bob\\0alice\\0alice's password`` logged in as alice). The lab has no proxy users:
+        an authzid other than the authcid is refused (§2) before any password is checked."""
+        response = await self._initial_or_challenged(args, "")
+        if response is None:
+            return AuthResult(success=False, handled=True)
+        parts = response.split(b"\0")
+        if len(parts) != 3:
+            await self.push(CANNOT_SPLIT())
+            return AuthResult(success=False, handled=True)
+        authzid, authcid, password = parts
+        if authzid and authzid.lower() != authcid.lower():
+            self._credentials_refused = True
+            return AuthResult(success=False, handled=False, message=AUTHZID_REFUSED())
+        return self._check_password("PLAIN", authcid, password)
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        """LOGIN (draft-murchison-sasl-login): the user name (perhaps on the AUTH line),
+        then the password, each after its prompt."""
+        login = await self._initial_or_challenged(args, LOGIN_USERNAME_PROMPT)
+        if login is None:
+            return AuthResult(success=False, handled=True)
+        password = await self._challenged(LOGIN_PASSWORD_PROMPT)
+        if password is None:
+            return AuthResult(success=False, handled=True)
+        return self._check_password("LOGIN", login, password)
+
+    def _check_password(self, mechanism: str, login: bytes, password: bytes) -> AuthResult:
+        assert self.session is not None and self.envelope is not None
+        if self._check is None:  # no users on this server: nobody logs in
+            return AuthResult(success=False, handled=False)
+        data = LoginPassword(login, password)
+        return self._check(self, self.session, self.envelope, mechanism, data)
+
+    async def _initial_or_challenged(self, args: list[str], prompt: str) -> bytes | None:
+        """The initial response on the AUTH line (RFC 4954 §4), else the answer to
+        ``prompt``; None once a reply has said why there is none."""
+        if len(args) == 1:
+            return await self._challenged(prompt)
+        try:
+            return base64.b64decode(args[1], validate=True)
+        except binascii.Error:
+            await self.push(BAD_BASE64())
+            return None
+
+    async def _challenged(self, prompt: str) -> bytes | None:
+        """Send a 334 challenge and decode the client's answer; None once a reply has said
+        why there is none: cancelled (``*``), not base64, or too long (RFC 4954 §4)."""
+        await self.push(b"334 " + base64.b64encode(prompt.encode()))
+        line = await self._auth_line()
+        if line is None:
+            await self.push(AUTH_LINE_TOO_LONG())
+            return None
+        blob = line.strip()
+        if blob == b"*":
+            await self.push(AUTH_CANCELLED())
+            return None
+        try:
+            return base64.b64decode(blob, validate=True)
+        except binascii.Error:
+            await self.push(BAD_BASE64())
+            return None
+
+    async def _auth_line(self) -> bytes | None:
+        """The client's next line, at most ``AUTH_LINE_LIMIT`` octets; a longer one is read
+        to its end, kept no further, and gives None. (aiosmtpd's ``readline`` raised at
+        the stream's limit, and its text became the reply.)"""
+        kept, size = bytearray(), 0
+        while True:
+            try:
+                piece = await self._reader.readuntil()
+                done = True
+            except asyncio.LimitOverrunError as error:
+                piece, done = await self._reader.readexactly(error.consumed), False
+            except asyncio.IncompleteReadError as error:
+                piece, done = error.partial, True
+            size += len(piece)
+            if size <= AUTH_LINE_LIMIT:
+                kept += piece
+            if done:
+                return bytes(kept) if size <= AUTH_LINE_LIMIT else None
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:
@@ -418,7 +615,7 @@ class RecordingSMTP(SMTP):
             if not self._holds_slot:  # RFC 5321 §3.8: refuse with 421, then close
                 assert self._handler_coroutine is not None
                 self._handler_coroutine.cancel()  # no greeting
-                self._say_and_close(f"421 4.7.0 {self.hostname} Too many connections, try later")
+                self._say_and_close(TOO_MANY_CONNECTIONS(host=self.hostname))
 
     def _say_and_close(self, reply: str) -> None:
         """Write a last reply and close, outside the command loop (a timer, a refusal)."""
@@ -448,7 +645,7 @@ class RecordingSMTP(SMTP):
 
     def _timeout_cb(self) -> None:
         """Idle (or in DATA) too long: say so before closing (RFC 5321 §4.5.3.2, §3.8)."""
-        self._say_and_close(f"421 4.4.2 {self.hostname} Error: timeout exceeded")
+        self._say_and_close(TIMEOUT(host=self.hostname))
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._in_flight and self._peer_eof and error is None and not self._gone:
@@ -535,10 +732,16 @@ class RecordingSMTP(SMTP):
         if self.transport is None or self.transport.is_closing():
             return  # hung up (a fault rule): nothing more crosses the wire
         if isinstance(status, str):
-            status = _STOCK_REPLIES.get(status, status)
+            ours = STOCK.get((self._verb, status)) or STOCK.get(("*", status))
+            status = ours() if ours is not None else status
             if self._enhanced_codes():
                 status = with_enhanced_code(status)
-            status = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
+            else:
+                status = without_enhanced_code(status)
+            # Replies are ASCII (RFC 5321 §2.4) but in a transaction that declared SMTPUTF8
+            # (RFC 6531); a byte that is no character (a lone surrogate) becomes an escape.
+            utf8 = self.envelope is not None and self.envelope.smtp_utf8
+            status = status.encode("utf-8" if utf8 else "ascii", "backslashreplace")
         self.wire.record("server", status + CRLF)
         await super().push(status)
 

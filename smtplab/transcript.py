@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from smtplab.protocol import command_verb, reply_meaning, split_enhanced
+from smtplab.protocol import command_verb, dot_unstuff, reply_meaning, split_enhanced
 
 Side = Literal["client", "server", "info"]
 MASK = "********"
@@ -259,8 +259,11 @@ class Transcript:
 
 
 def _data_summary(data: Data) -> str:
+    """Lines and octets of the message itself: RFC 1870 §5 counts neither the terminating
+    dot nor the doubled dots of dot-stuffing, and the dot is shown on its own line."""
     count = len(data.lines)
-    return f"[message data: {count} line{'s' if count != 1 else ''}, {len(data.wire)} bytes]"
+    size = len(dot_unstuff(data.wire))
+    return f"[message data: {count} line{'s' if count != 1 else ''}, {size} bytes]"
 
 
 def _html_line(side: Side, body: str) -> str:

@@ -24,7 +24,11 @@ The parser follows the server's reading rules so that both ends agree:
 
 Each log keeps at most ``limit`` bytes per side, and at most ``MAX_CHUNKS``
 chunks, so that a 10 MB garbage line, a client dripping one byte per packet or a
-bulk run cannot exhaust the kernel's memory; what was dropped is noted. A log in
+bulk run cannot exhaust the kernel's memory. Past either bound the recording
+stops, for both sides at once (a ``cut`` chunk says where and why): a transcript
+never shows a client's later command (an IMAP ``LOGOUT``) without the server
+data it answered, and a line cut short is not taken for one the peer left
+unfinished. At the close a note counts what was not recorded. A log in
 a :class:`~smtplab.journal.WireJournal` also reports what it costs in memory
 (``CHUNK_COST`` per chunk beyond its bytes), so that the journal can keep all
 its recordings under one byte budget.
@@ -52,7 +56,7 @@ from smtplab.transcript import (
     Transcript,
 )
 
-ChunkKind = Literal["client", "server", "tls", "note", "close"]
+ChunkKind = Literal["client", "server", "tls", "note", "cut", "close"]
 DEFAULT_LIMIT = 1 << 20
 #: What one chunk costs in memory beyond its bytes: the tuple, its float, the bytes
 #: object's header and a list slot (about 120 bytes on CPython 3.11-3.13, 64-bit).
@@ -89,6 +93,8 @@ class WireLog:
     budget: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
     #: True once :meth:`discard` dropped the recorded bytes.
     dropped: bool = False
+    #: True once a bound stopped the recording (see :meth:`record`).
+    stopped: bool = False
     _sizes: dict[str, int] = field(default_factory=lambda: {"client": 0, "server": 0})
     _dropped: dict[str, int] = field(default_factory=lambda: {"client": 0, "server": 0})
 
@@ -100,16 +106,27 @@ class WireLog:
             self.budget(cost)
 
     def record(self, side: Literal["client", "server"], data: bytes) -> None:
-        """Append bytes one side sent; past the limit only their count is kept."""
-        room = self.limit - self._sizes[side]
-        if room <= 0 or len(self.chunks) >= MAX_CHUNKS:
+        """Append bytes one side sent; once a bound is reached, only their count is kept."""
+        if not self.stopped and len(self.chunks) >= MAX_CHUNKS:
+            self._stop(f"it holds at most {MAX_CHUNKS} pieces")
+        if self.stopped:
             self._dropped[side] += len(data)
             return
+        room = self.limit - self._sizes[side]
         if len(data) > room:
             self._dropped[side] += len(data) - room
             data = data[:room]
+            if data:
+                self._sizes[side] += len(data)
+                self._add(side, data)
+            self._stop(f"the {side} sent more than the {self.limit} bytes it keeps of a side")
+            return
         self._sizes[side] += len(data)
         self._add(side, data)
+
+    def _stop(self, why: str) -> None:
+        self.stopped = True
+        self._add("cut", f"the recording stopped here: {why}".encode())
 
     def tls_started(self, version: str, cipher: str) -> None:
         self._add("tls", f"{version}\0{cipher}".encode())
@@ -271,6 +288,12 @@ class _Parser:
         self.pending.append(_END_OF_DATA)
         return True
 
+    def stopped(self) -> None:
+        """The recording stopped: what is half read was cut by it, not left unfinished."""
+        self.client_buf.clear()
+        self.server_buf.clear()
+        self.reply_lines.clear()
+
     def finish(self) -> None:
         for side, buf in (("client", self.client_buf), ("server", self.server_buf)):
             if buf:
@@ -298,6 +321,9 @@ def parse_conversation(
             parser.tls_started()
             parser.events.append(TLSStarted(t, version, cipher))
         elif kind == "note":
+            parser.events.append(Note(t, payload.decode("utf-8", "replace")))
+        elif kind == "cut":
+            parser.stopped()
             parser.events.append(Note(t, payload.decode("utf-8", "replace")))
         elif kind == "close":
             parser.finish()

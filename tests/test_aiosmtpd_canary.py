@@ -28,7 +28,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, LoginPassword, Session
 
-from smtplab.server import _STOCK_REPLIES, aiosmtpd_hooks
+from smtplab.replies import STOCK
+from smtplab.server import aiosmtpd_hooks
 
 VERSION = f"aiosmtpd {aiosmtpd.__version__}"
 
@@ -118,6 +119,34 @@ METHODS = [
         True,
         ("self", "status"),
         "RecordingSMTP.push records every reply in the transcript",
+    ),
+    Method(
+        SMTP,
+        "handle_exception",
+        True,
+        ("self", "error"),
+        "RecordingSMTP.handle_exception answers an unforeseen error with 451, never its text",
+    ),
+    Method(
+        SMTP,
+        "auth_PLAIN",
+        True,
+        ("self", "_", "args"),
+        "RecordingSMTP.auth_PLAIN checks the authzid (RFC 4616 §2) and reads its own lines",
+    ),
+    Method(
+        SMTP,
+        "auth_LOGIN",
+        True,
+        ("self", "_", "args"),
+        "RecordingSMTP.auth_LOGIN sends Username:/Password: and reads its own lines",
+    ),
+    Method(
+        SMTP,
+        "smtp_STARTTLS",
+        True,
+        ("self", "arg"),
+        "RecordingSMTP.smtp_STARTTLS answers 503 5.5.1 inside TLS (RFC 3207 §4.2)",
     ),
     Method(
         Controller,
@@ -226,6 +255,14 @@ ATTRIBUTES = [
             isinstance(value, dict) and getattr(value.get("MAIL"), "__name__", "") == "smtp_MAIL"
         ),
         "RecordingSMTP.__init__ wraps it in GuardedCommands, whose get() guards every command",
+    ),
+    Attribute(
+        "SMTP",
+        "_auth_require_tls",
+        "the auth_require_tls= argument (True by default)",
+        lambda value: value is True,
+        "RecordingSMTP.requires_tls_for_auth: MAIL before STARTTLS on 587 gets 530 5.7.0 "
+        "Must issue a STARTTLS command first",
     ),
     Attribute(
         "SMTP",
@@ -488,12 +525,12 @@ def test_replies_are_written_only_by_push():
 
 
 def test_the_stock_replies_the_lab_rewrites_are_still_aiosmtpds():
-    """smtplab.server._STOCK_REPLIES answers some of aiosmtpd's replies differently."""
-    code = inspect.getsource(SMTP._handle_client)
-    for stock, ours in _STOCK_REPLIES.items():
+    """smtplab.replies.STOCK answers some of aiosmtpd's replies differently."""
+    code = inspect.getsource(aiosmtpd.smtp)
+    for (_command, stock), ours in STOCK.items():
         assert stock in code, (
-            f"{VERSION}: SMTP._handle_client no longer says {stock!r}; "
-            f"RecordingSMTP.push would not turn it into {ours!r} (RFC 5321 §3.8)"
+            f"{VERSION}: aiosmtpd.smtp no longer says {stock!r}; RecordingSMTP.push would "
+            f"not turn it into {ours()!r} ({ours.rfc})"
         )
 
 

@@ -126,7 +126,7 @@ def test_relaying_through_the_cli_lab_is_refused(lab_process):
     _, described = lab_process
     sent = swaks(server(described, "mx", "mx1.example.org")["port"], "someone@elsewhere.net")
     assert sent.returncode != 0
-    assert "554 5.7.1" in sent.stdout
+    assert "550 5.7.1" in sent.stdout
 
 
 def test_sigterm_stops_cleanly_and_removes_the_lab_folder(lab_process):
@@ -240,7 +240,7 @@ def test_send_reports_a_refusal_with_exit_status_1(cli_lab):
         "someone@elsewhere.net",
     )
     assert sent.returncode == 1
-    assert "someone@elsewhere.net: 554 5.7.1" in sent.stdout
+    assert "someone@elsewhere.net: 550 5.7.1" in sent.stdout
 
 
 def test_commands_need_to_know_which_lab(tmp_path):

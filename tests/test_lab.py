@@ -55,7 +55,7 @@ def test_unknown_user_gets_550_and_the_others_still_get_mail(lab):
 def test_the_lab_is_never_an_open_relay(lab):
     result = lab.send("alice@example.com", "victim@elsewhere.net", via="mx1.example.org")
     (outcome,) = result.outcomes
-    assert (outcome.code, outcome.enhanced) == (554, "5.7.1")
+    assert (outcome.code, outcome.enhanced) == (550, "5.7.1")  # RFC 5321 §3.6.2
     assert all(len(lab.mailbox(u.address)) == 0 for u in lab.world.users)
 
 

@@ -2,9 +2,13 @@
 
 With a round trip of L seconds, a client that waits for every reply pays L per
 command, while a pipelined group (RFC 2920) pays one L for all its commands.
-The checks compare elapsed monotonic time with multiples of L: a lower bound
-that the lab guarantees (bytes are never handed over early), and upper bounds
-with generous margins (best of three tries, at least L of slack).
+Two kinds of checks, neither of which a slow or busy machine can break. Elapsed
+time has a lower bound that the lab guarantees (bytes are never handed over
+early): a client pays at least L per reply it waits for. And the server's own
+recording shows how the delay was applied: a pipelined group reaches the session
+as one, so all its commands are read before the first of their replies is
+written, where a lab that delayed each command on its own would interleave them.
+How much pipelining saves in seconds is measured by the benchmarks, not here.
 """
 
 from __future__ import annotations
@@ -85,45 +89,48 @@ def test_each_command_waited_for_costs_a_round_trip(client: RawClient) -> None:
     assert time.monotonic() - began >= N * L * 0.99
 
 
-def test_a_pipelined_group_costs_one_round_trip(client: RawClient) -> None:
+def _sides(lab: Lab) -> str:
+    """The server's recording of the last connection, one letter a line: C or S."""
+    server = lab.transcripts(MX, at_least=1)[-1]
+    lines = server.lines(full_data=True)
+    return "".join(line.side[0].upper() for line in lines if line.side in ("client", "server"))
+
+
+def test_a_pipelined_group_costs_one_round_trip(client: RawClient, slow_lab: Lab) -> None:
     client.reply()
     assert b"250 PIPELINING\r\n" in b"".join(client.say(b"EHLO client.example.com")).replace(
         b"250-", b"250 "
     )
-    times = []
-    for _ in range(3):
-        began = time.monotonic()
-        client.sock.sendall(b"NOOP\r\n" * N)
-        replies = [client.reply() for _ in range(N)]
-        times.append(time.monotonic() - began)
-        assert all(r[0].startswith(b"250") for r in replies)
-    assert min(times) >= L * 0.99  # one round trip: the lab never delivers early
-    assert min(times) < 2 * L  # ... and only one, not N
+    began = time.monotonic()
+    client.sock.sendall(b"NOOP\r\n" * N)
+    replies = [client.reply() for _ in range(N)]
+    assert time.monotonic() - began >= L * 0.99  # a round trip: the lab never delivers early
+    assert all(r[0].startswith(b"250") for r in replies)
+    client.close()
+    # greeting, EHLO and its reply, then the whole group before any of its replies
+    assert _sides(slow_lab).endswith("C" * N + "S" * N)
 
 
-def test_a_whole_transaction_pipelined_beats_waiting_for_each_reply(client: RawClient) -> None:
+def test_a_whole_transaction_pipelined_reaches_the_server_in_two_groups(
+    client: RawClient, slow_lab: Lab
+) -> None:
     client.reply()
     client.say(b"EHLO client.example.com")
     envelope = [b"MAIL FROM:<alice@example.com>", b"RCPT TO:<bob@example.org>", b"DATA"]
     message = b"Subject: latency\r\n\r\nHello\r\n.\r\n"
 
     began = time.monotonic()
-    for line in envelope:
-        client.say(line)
-    client.sock.sendall(message)
-    assert client.reply()[0].startswith(b"250")
-    waiting = time.monotonic() - began
-
-    began = time.monotonic()
     client.sock.sendall(b"".join(line + b"\r\n" for line in envelope))
     codes = [client.reply()[0][:3] for _ in envelope]
     client.sock.sendall(message)
     codes.append(client.reply()[0][:3])
-    pipelined = time.monotonic() - began
-
     assert codes == [b"250", b"250", b"354", b"250"]
-    assert waiting >= 4 * L * 0.99 and pipelined >= 2 * L * 0.99
-    assert pipelined < waiting * 0.75  # 2 round trips instead of 4
+    assert time.monotonic() - began >= 2 * L * 0.99  # two round trips, at least
+    client.close()
+    # MAIL, RCPT, DATA read together, then their three replies; then the message
+    # (its lines) and the one reply to it
+    sides = _sides(slow_lab)
+    assert sides.endswith("CCCSSS" + "C" * 4 + "S"), sides
 
 
 def _masked(transcript: object) -> list[tuple[str, str]]:
@@ -199,7 +206,6 @@ def test_a_client_that_leaves_before_the_greeting_is_let_go(slow_lab: Lab) -> No
     slow_lab.server(MX).slow_down(0.5)
     raw = RawClient(slow_lab.server(MX).port)
     raw.close()  # before the greeting could come
-    began = time.monotonic()
+    # closed at once, well before the session timeout (60 s), or this wait times out
     server = slow_lab.transcripts(MX, at_least=1, timeout=10)[-1]
-    assert time.monotonic() - began < 5  # closed at once, not at the session timeout
     assert not server.replies

@@ -71,7 +71,7 @@ def test_users_may_only_send_as_themselves(lab):
         client.starttls(context=lab.ca.client_context())
         client.login("alice@example.com", "alice-lab-pw")
         code, reply = client.mail("bob@example.org")
-    assert (code, reply[:5]) == (553, b"5.7.1")
+    assert (code, reply[:5]) == (550, b"5.7.1")  # RFC 6409 §6.1
 
 
 def test_recipients_are_split_into_one_delivery_per_domain(lab):

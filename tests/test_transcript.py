@@ -31,7 +31,7 @@ def test_text_uses_swaks_prefixes():
 
 
 def test_data_is_collapsed_unless_asked():
-    assert " -> [message data: 3 lines, 26 bytes]" in EXCHANGE.to_text()
+    assert " -> [message data: 3 lines, 23 bytes]" in EXCHANGE.to_text()  # RFC 1870 §5: no dot
     full = EXCHANGE.to_text(full_data=True)
     assert " -> Subject: <hi>\n -> \n -> body\n -> ." in full
 

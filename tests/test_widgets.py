@@ -471,7 +471,7 @@ def test_sequence_svg_has_two_lanes_and_an_arrow_per_command_and_reply():
     words = texts(root)
     assert "250-mx1.example.org (+2 lines)" in words
     assert "250 2.1.5 Recipient <ok> & fine" in words  # escaped in the XML, intact once parsed
-    assert "[message data: 3 lines, 25 bytes] ." in words
+    assert "[message data: 3 lines, 22 bytes] ." in words
     assert len(groups(root, "note")) == 4  # connected, TLS, remark, closed
     assert len([r for r in root.iter(f"{SVG}rect") if r.get("class") == "encrypted"]) == 1
     five = groups(parse(sequence_svg(conversation("a", "b", 554))), "reply")
