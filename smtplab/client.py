@@ -20,7 +20,7 @@ import re
 import smtplib
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,6 +136,14 @@ class Outcome:
         return self.code is not None and self.code // 100 == 2
 
     @property
+    def permanent(self) -> bool:
+        """A 5yz reply, or a failure found before any reply whose status is of class 5
+        (RFC 3463 §3.1: permanent): trying again, here or at another host, cannot help."""
+        if self.code is not None:
+            return self.code >= 500
+        return (self.enhanced or "").startswith("5.")
+
+    @property
     def enhanced(self) -> str | None:
         return split_enhanced(self.text)[0]
 
@@ -197,21 +205,45 @@ def opportunistic_tls(client: smtplib.SMTP, context: ssl.SSLContext) -> None:
 
 
 _EIGHT_BIT = re.compile(rb"[\x80-\xff]")
+#: Why a message needing SMTPUTF8 is not sent to a server without it (the Outcome's text).
+NO_SMTPUTF8 = (
+    "5.6.7 the message needs SMTPUTF8 (a non-ASCII address or header), "
+    "which the server does not offer; not sent (RFC 6531 §3.2)"
+)
+RcptOptions = Sequence[str] | Mapping[str, Sequence[str]]
+
+
+def needs_smtputf8(sender: str, recipients: Sequence[str], message: bytes) -> bool:
+    """A non-ASCII address, or raw 8-bit text in the header section: UTF-8 header fields
+    (RFC 6532 §3) travel only in an SMTPUTF8 transaction (RFC 6531 §1); 8BITMIME (RFC 6152)
+    covers the body only."""
+    end = message.find(b"\r\n\r\n")
+    header = message if end < 0 else message[:end]
+    return not all(a.isascii() for a in (sender, *recipients)) or bool(_EIGHT_BIT.search(header))
 
 
 def declarations(
-    client: smtplib.SMTP, sender: str, recipients: list[str], message: bytes
+    client: smtplib.SMTP, sender: str, recipients: Sequence[str], message: bytes
 ) -> list[str] | None:
     """MAIL parameters this message needs: ``BODY=8BITMIME`` for 8-bit content (RFC 6152)
-    and ``SMTPUTF8`` for non-ASCII addresses (RFC 6531); None if the server lacks SMTPUTF8."""
+    and ``SMTPUTF8`` for non-ASCII addresses or headers (RFC 6531); None if it needs
+    SMTPUTF8 and the server lacks it (then it must not be sent, RFC 6531 §3.2)."""
     needed = []
     if _EIGHT_BIT.search(message) and client.has_extn("8bitmime"):
         needed.append("BODY=8BITMIME")
-    if not all(address.isascii() for address in (sender, *recipients)):
+    if needs_smtputf8(sender, recipients, message):
         if not client.has_extn("smtputf8"):
             return None
         needed.append("SMTPUTF8")
     return needed
+
+
+def options_for(rcpt_options: RcptOptions, recipient: str) -> list[str]:
+    """One recipient's RCPT parameters: the same list for all, or each its own (DSN's
+    NOTIFY and ORCPT are per recipient, RFC 3461 §4)."""
+    if isinstance(rcpt_options, Mapping):
+        return list(rcpt_options.get(recipient, ()))
+    return list(rcpt_options)
 
 
 def quit_quietly(client: smtplib.SMTP) -> None:
@@ -227,8 +259,8 @@ def transact(
     sender: str,
     recipients: list[str],
     message: bytes,
-    mail_options: list[str] | tuple[str, ...] = (),
-    rcpt_options: list[str] | tuple[str, ...] = (),
+    mail_options: Sequence[str] = (),
+    rcpt_options: RcptOptions = (),
     *,
     finish: bool = True,
     pipelining: bool = False,
@@ -239,16 +271,16 @@ def transact(
     a reader needs to see which recipient failed and why. With ``finish=False``
     the session stays open for another transaction (no QUIT). With
     ``pipelining`` and a server that offers it, the envelope goes in one write
-    (:func:`pipelined`).
+    (:func:`pipelined`). ``rcpt_options`` is one list for every recipient, or a
+    mapping from recipient to its own list.
     """
     outcomes: dict[str, Outcome] = {}
     try:
         client.ehlo_or_helo_if_needed()
         needed = declarations(client, sender, recipients, message)
         if needed is None:
-            text = "non-ASCII address, but the server does not offer SMTPUTF8 (RFC 6531 §3.2)"
             quit_quietly(client)
-            return [Outcome(r, None, text, "MAIL") for r in recipients]
+            return [Outcome(r, None, NO_SMTPUTF8, "MAIL") for r in recipients]
         if pipelining and client.has_extn("pipelining"):
             outcomes = pipelined(
                 client, sender, recipients, message, [*mail_options, *needed], rcpt_options
@@ -261,7 +293,7 @@ def transact(
             quit_quietly(client)
             return [Outcome(r, code, _text(reply), "MAIL") for r in recipients]
         for rcpt in recipients:
-            code, reply = client.rcpt(rcpt, list(rcpt_options))
+            code, reply = client.rcpt(rcpt, options_for(rcpt_options, rcpt))
             if code not in (250, 251):
                 outcomes[rcpt] = Outcome(rcpt, code, _text(reply), "RCPT")
         accepted = [r for r in recipients if r not in outcomes]
@@ -291,7 +323,7 @@ def pipelined(
     recipients: list[str],
     message: bytes,
     mail_options: list[str],
-    rcpt_options: list[str] | tuple[str, ...],
+    rcpt_options: RcptOptions,
 ) -> dict[str, Outcome]:
     """RFC 2920 §3.1: MAIL, every RCPT and DATA in one write, then their replies in
     order; the message follows only a 354, and only if a recipient was accepted
@@ -303,7 +335,9 @@ def pipelined(
         client.command_encoding = "utf-8"  # as RecordingClient.mail does
     client.send(
         f"MAIL {path_argument('FROM', sender, mail_options)}\r\n"
-        + "".join(f"RCPT {path_argument('TO', r, rcpt_options)}\r\n" for r in recipients)
+        + "".join(
+            f"RCPT {path_argument('TO', r, options_for(rcpt_options, r))}\r\n" for r in recipients
+        )
         + "DATA\r\n"
     )
     mail_code, mail_reply = client.getreply()

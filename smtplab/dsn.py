@@ -10,8 +10,9 @@ queued message and writes them again for the next hop with :func:`mail_params`
 and :func:`rcpt_params`. ENVID and ORCPT travel as xtext (RFC 3461 §4), where
 ``+XX`` stands for one byte, so that they never contain a space or ``=``.
 
-When the queue gives up, keeps waiting, or delivers with ``NOTIFY=SUCCESS``
-(:func:`wants` decides), it builds a report with :func:`build_dsn`: a
+When the queue gives up or keeps waiting, when the MX delivers, or when a relay
+hands a message to a next hop without DSN (RFC 3461 §5.2; :func:`wants` decides
+from ``NOTIFY``), it builds a report with :func:`build_dsn`: a
 ``multipart/report`` (RFC 6522) with a note for people, a
 ``message/delivery-status`` for programs (RFC 3464), and the original message
 or only its headers (``RET``). The report goes out from the null reverse-path
@@ -36,7 +37,7 @@ from smtplab.protocol import CRLF, normalize_newlines, parse_reply_line, split_e
 
 Ret = Literal["FULL", "HDRS"]
 Action = Literal["failed", "delayed", "delivered", "relayed", "expanded"]
-Kind = Literal["failed", "delayed", "delivered"]
+Kind = Literal["failed", "delayed", "delivered", "relayed"]
 
 #: The NOTIFY keywords in the order they are written (RFC 3461 §4.1).
 NOTIFY_KEYWORDS = ("SUCCESS", "FAILURE", "DELAY")
@@ -54,6 +55,7 @@ _SUBJECTS: dict[Kind, str] = {
     "failed": "Undelivered Mail Returned to Sender",
     "delayed": "Delayed Mail (still being retried)",
     "delivered": "Successful Mail Delivery Report",
+    "relayed": "Successful Mail Relay Report",
 }
 _INTROS: dict[Kind, str] = {
     "failed": "Your message could not be delivered to one or more of its recipients. "
@@ -63,6 +65,10 @@ _INTROS: dict[Kind, str] = {
     "to send the message again. The reasons for the delay are listed below.",
     "delivered": "Your message was delivered to the recipients listed below. "
     "You are getting this report because you asked for one (NOTIFY=SUCCESS).",
+    "relayed": "Your message was passed on for the recipients listed below to a mail "
+    "system that does not send delivery reports, so this is the last report you will "
+    "get when it arrives (that system may still tell you if it fails). You are getting "
+    "this report because you asked for one (NOTIFY=SUCCESS).",
 }
 #: Why a bounce stopped trying, by the classes of its failed recipients' Status codes: a
 #: 4.x.x is a temporary problem that outlived the queue's patience (RFC 3463 §3.1).
@@ -73,7 +79,15 @@ _GAVE_UP = {
     frozenset("45"): "For some recipients the problem is permanent; for the others a "
     "temporary problem lasted longer than the mail system keeps trying. It has stopped trying.",
 }
-_LABELS: dict[Kind, str] = {"failed": "Undelivered", "delayed": "Delayed", "delivered": "Delivered"}
+_LABELS: dict[Kind, str] = {
+    "failed": "Undelivered",
+    "delayed": "Delayed",
+    "delivered": "Delivered",
+    "relayed": "Relayed",
+}
+#: Text the lab cannot write as UTF-8 (a lone surrogate from an undecodable byte in an
+#: address) is written as an escape: a report is always built (RFC 5321 §6.1).
+_UNWRITABLE = "backslashreplace"
 
 
 class DSNParamError(ValueError):
@@ -244,9 +258,10 @@ class Report:
 
     @property
     def kind(self) -> Kind:
-        """The report's headline: any failure makes it a bounce, else any delay a warning."""
+        """The report's headline: any failure makes it a bounce, else any delay a warning,
+        else any delivery a delivery report; relays only: a relay report."""
         actions = {r.action for r in self.recipients}
-        return next((k for k in ("failed", "delayed") if k in actions), "delivered")
+        return next((k for k in ("failed", "delayed", "delivered") if k in actions), "relayed")
 
 
 def _fields(fields: list[tuple[str, str | None]]) -> bytes:
@@ -264,7 +279,7 @@ def _field(name: str, value: str) -> bytes:
             lines.append(line)
             line = ""
         line, fresh = f"{line} {word}", False
-    return "\r\n".join([*lines, line]).encode() + CRLF
+    return "\r\n".join([*lines, line]).encode("utf-8", _UNWRITABLE) + CRLF
 
 
 def _part(description: str, content_type: str, body: bytes) -> bytes:
@@ -299,7 +314,8 @@ def _human(report: Report, copy: str) -> bytes:
     explained = [_explain(r) for r in report.recipients]
     wrapped = [textwrap.wrap(p, 76, break_on_hyphens=False) for p in paragraphs]
     wrapped += [textwrap.wrap(e, 76, subsequent_indent="    ") for e in explained]
-    return "\r\n\r\n".join("\r\n".join(lines) for lines in wrapped).encode() + CRLF
+    text = "\r\n\r\n".join("\r\n".join(lines) for lines in wrapped)
+    return text.encode("utf-8", _UNWRITABLE) + CRLF
 
 
 def _delivery_status(report: Report) -> bytes:
@@ -347,7 +363,8 @@ def build_dsn(report: Report) -> bytes:
         _part("Delivery report", "message/delivery-status", _delivery_status(report)),
         _part(returned, "message/rfc822" if full else "text/rfc822-headers", original),
     ]
-    boundary = hashlib.sha256(report.message_id.encode() + b"".join(parts)).hexdigest()[:32]
+    message_id = report.message_id.encode("utf-8", _UNWRITABLE)
+    boundary = hashlib.sha256(message_id + b"".join(parts)).hexdigest()[:32]
     while any(boundary.encode() in p for p in parts):  # a hash of the parts: never in practice
         boundary = hashlib.sha256(boundary.encode()).hexdigest()[:32]
     delimiter = f"\r\n--{boundary}\r\n".encode()

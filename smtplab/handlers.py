@@ -64,14 +64,21 @@ def reverse_path(envelope: Envelope) -> str:
 
 
 def received_header(
-    server_host: str, session: Session, queue_id: str, rcpt: str | None, date: str
+    server_host: str,
+    session: Session,
+    queue_id: str,
+    rcpt: str | None,
+    date: str,
+    *,
+    smtputf8: bool = False,
 ) -> str:
-    """A trace header as RFC 5321 §4.4 asks, with the RFC 3848 protocol keyword.
+    """A trace header as RFC 5321 §4.4 asks, with the RFC 3848 protocol keyword, or for
+    an SMTPUTF8 transaction RFC 6531 §3.7.3's (``UTF8SMTP``, ``UTF8SMTPSA``, ...).
 
     The ``for`` clause names the recipient only when there is exactly one: with
     several, naming them all would leak Bcc recipients to the others.
     """
-    protocol = "ESMTP" if session.extended_smtp else "SMTP"
+    protocol = "UTF8SMTP" if smtputf8 else "ESMTP" if session.extended_smtp else "SMTP"
     if session.ssl is not None:
         protocol += "S"
     if session.authenticated:
@@ -216,9 +223,11 @@ class MailboxHandler(RoleHandler):
         queue_id: str,
         folder: str | None = None,
     ) -> None:
-        sender = reverse_path(envelope)
+        sender, utf8 = reverse_path(envelope), envelope.smtp_utf8
         for rcpt in envelope.rcpt_tos:
-            trace = received_header(self.host, session, queue_id, rcpt, self.clock.rfc5322())
+            trace = received_header(
+                self.host, session, queue_id, rcpt, self.clock.rfc5322(), smtputf8=utf8
+            )
             head = f"Return-Path: <{sender}>\r\n{trace}".encode()
             mailbox = self.mailboxes[rcpt.lower()]
             (mailbox.folder(folder) if folder else mailbox).deliver(head + content)
@@ -279,7 +288,9 @@ class SubmissionHandler(RoleHandler):
         assert isinstance(envelope, LabEnvelope)
         qid = self.queue.new_qid()
         only = envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None
-        trace = received_header(self.host, session, qid, only, self.clock.rfc5322())
+        trace = received_header(
+            self.host, session, qid, only, self.clock.rfc5322(), smtputf8=envelope.smtp_utf8
+        )
         recipients = [
             QueuedRecipient(rcpt, sorted(dsn.notify), dsn.orcpt)
             if (dsn := envelope.rcpt_dsn.get(rcpt))

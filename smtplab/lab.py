@@ -48,7 +48,7 @@ from smtplab.conversation import Conversation
 from smtplab.dovecot import Dovecot, MailstoreUnavailable
 from smtplab.dovecot import for_lab as dovecot_for_lab
 from smtplab.faults import Faults
-from smtplab.handlers import MailboxHandler, RoleHandler, SubmissionHandler, domain_of
+from smtplab.handlers import RoleHandler, SubmissionHandler, domain_of
 from smtplab.journal import WireJournal
 from smtplab.journey import Journey, JourneyBook, Step
 from smtplab.labauth import LabAuthenticity
@@ -58,6 +58,7 @@ from smtplab.mx import Route, resolve_route
 from smtplab.outbound import DeliveryQueue, Hop, RetryPolicy
 from smtplab.paths import RootLock, inside
 from smtplab.protocol import message_id_of
+from smtplab.relaying import RelayHandler, ReportingMailboxHandler
 from smtplab.retrieval import FetchResult, Protocol, TLSMode, fetch_mailbox
 from smtplab.server import LAB_EXTENSIONS, LabController
 from smtplab.spool import Spool
@@ -322,7 +323,7 @@ class Lab:
         self._root_lock = RootLock(self.root)  # InvalidInput if another lab uses it
         self.maildirs: dict[str, Maildir] = {}
         self._rng = random.Random(seed)
-        self._routes: dict[str, tuple[int, Route]] = {}
+        self._routes: dict[tuple[str, str], tuple[int, Route]] = {}
         self._routes_lock = threading.Lock()
         self._message_ids = itertools.count(1)
         self.servers: dict[str, LabServer] = {}
@@ -387,26 +388,18 @@ class Lab:
             "timeout": SESSION_TIMEOUT,
         }
         tls = self.ca.server_context(spec.host)
+        queue = self._queue(spec, retry)  # every role sends mail: onward, or its notices
+        mailboxes = {a: m for a, m in self.maildirs.items() if domain_of(a) in spec.domains}
         if spec.role == "mx":  # port 25: STARTTLS offered, never required (RFC 3207 §4)
-            mailboxes = {a: m for a, m in self.maildirs.items() if domain_of(a) in spec.domains}
-            handler = MailboxHandler(spec.host, set(spec.domains), mailboxes, self.clock)
+            handler = ReportingMailboxHandler(
+                spec.host, set(spec.domains), mailboxes, self.clock, queue
+            )
             if self.auth is not None:  # chapter 09: SPF, DKIM, DMARC and the spam filter
                 handler.inspector = self.auth.inspector(spec.host)
             return LabServer(spec, handler, self.journal, tls_context=tls, **common)
-        queue = DeliveryQueue(
-            spec.host,
-            Spool(inside(self.root, "spool", spec.host, field="host")),
-            Hop(self._queue_route, self._port_of, self._is_mailbox_host),
-            journeys=self.journeys,
-            journal=self.journal,
-            clock=self.clock,
-            postmaster=self._maildir_on_disk,
-            policy=retry,
-            open_client=lambda client: opportunistic_tls(client, self.client_tls),
-            outgoing=self.auth.outgoing(spec.host) if self.auth else None,
-            source_address=self.auth.address(spec.host) if self.auth else None,
-        )
-        self.queues[spec.host] = queue
+        if spec.role == "relay":  # a backup MX: port 25 like an MX, and onward to the primary
+            relay = RelayHandler(spec.host, self.clock, queue, set(spec.domains), mailboxes)
+            return LabServer(spec, relay, self.journal, tls_context=tls, **common)
         handler = SubmissionHandler(spec.host, self.clock, queue)
         if spec.role == "submissions":  # port 465: TLS from the first byte (RFC 8314 §3.3)
             return LabServer(
@@ -427,6 +420,24 @@ class Lab:
             authenticator=self._authenticate,
             **common,
         )
+
+    def _queue(self, spec: ServerSpec, retry: RetryPolicy) -> DeliveryQueue:
+        """The outbound queue of one server, in ``ROOT/spool/HOST``."""
+        queue = DeliveryQueue(
+            spec.host,
+            Spool(inside(self.root, "spool", spec.host, field="host")),
+            Hop(self._queue_route, self._port_of, self._role_of),
+            journeys=self.journeys,
+            journal=self.journal,
+            clock=self.clock,
+            postmaster=self._maildir_on_disk,
+            policy=retry,
+            open_client=lambda client: opportunistic_tls(client, self.client_tls),
+            outgoing=self.auth.outgoing(spec.host) if self.auth else None,
+            source_address=self.auth.address(spec.host) if self.auth else None,
+        )
+        self.queues[spec.host] = queue
+        return queue
 
     def _maildir_on_disk(self, address: str) -> Maildir:
         """A lab user's Maildir, or one on disk for an address that is no user (a queue's
@@ -493,9 +504,10 @@ class Lab:
         server = self.servers.get(host)
         return server.port if server is not None else self.external.get(host)
 
-    def _is_mailbox_host(self, host: str) -> bool:
+    def _role_of(self, host: str) -> str | None:
+        """A lab server's role, or None for a host outside the lab (``add_external``)."""
         server = self.servers.get(host)
-        return server is not None and server.role == "mx"
+        return server.role if server is not None else None
 
     # -- using -----------------------------------------------------------------
     def server(self, host: str) -> LabServer:
@@ -508,8 +520,9 @@ class Lab:
         """Where mail for ``domain`` goes, asked of the lab DNS (RFC 5321 §5.1)."""
         return resolve_route(domain, self.resolver, self._rng)
 
-    def _queue_route(self, domain: str) -> Route:
-        """:meth:`route` for the queues, remembered until the lab DNS changes.
+    def _queue_route(self, domain: str, local: str) -> Route:
+        """:meth:`route` for the queue of ``local``, remembered until the lab DNS changes;
+        ``local`` never sends to itself or to a less preferred MX (RFC 5321 §5.1).
 
         Real MTAs cache DNS answers for their TTL; here any edit of the lab DNS
         (a record, a zone, a fault) makes the next delivery look again, so a
@@ -517,12 +530,12 @@ class Lab:
         """
         version = self.dns.version
         with self._routes_lock:
-            cached = self._routes.get(domain)
+            cached = self._routes.get((domain, local))
         if cached is not None and cached[0] == version:
             return cached[1]
-        route = self.route(domain)
+        route = resolve_route(domain, self.resolver, self._rng, local=local)
         with self._routes_lock:
-            self._routes[domain] = (version, route)
+            self._routes[(domain, local)] = (version, route)
         return route
 
     def default_route(self, sender: str, recipients: list[str]) -> str:
@@ -613,11 +626,12 @@ class Lab:
         journey.add(
             Step("submitted", self.world.client_host, f"→ {host}", tuple(envelope), client.wire)
         )
-        submission = server.role != "mx"
+        submission = server.role in ("submission", "submissions")
         login = (sender, password or self._password(sender)) if submission else None
         starttls = self.client_tls if server.role == "submission" else None
         outcomes = open_session(client, envelope, context=starttls, login=login)
         if outcomes is None:
+            # The words as given, in their order: a wrong one is the server's to refuse (501).
             mail_options = [f"RET={ret}"] if ret else []
             rcpt_options = [f"NOTIFY={','.join(notify)}"] if notify else []
             outcomes = transact(client, sender, envelope, raw, mail_options, rcpt_options)
@@ -626,7 +640,7 @@ class Lab:
                 journey.add(
                     Step("refused", host, f"{outcome.code} {outcome.text}", (outcome.recipient,))
                 )
-            elif not submission:
+            elif server.role == "mx":  # a relay's or submission server's queue reports on
                 journey.add(Step("delivered", host, "stored in the mailbox", (outcome.recipient,)))
         return SendResult(
             sender=sender,

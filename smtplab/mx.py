@@ -6,6 +6,8 @@ A sending server asks DNS for the domain's MX records, orders them by preference
 (lowest first; equal preferences in random order to spread load), and looks up the
 addresses of each host. With no MX records the domain itself is the "implicit MX"
 with preference 0. A single MX "0 ." is a null MX (RFC 7505): the domain takes no mail.
+A relay that finds itself in the list keeps only the hosts it prefers to itself, so a
+backup MX hands mail to the primary and never to itself or another backup (§5.1).
 
 `resolve_route` returns a `Route` recording every answer and one explanation line
 per step, so a reader can see which record sent the mail where. When no route
@@ -52,10 +54,17 @@ class Route:
     mx: tuple[tuple[int, str], ...] | None  # the MX answer, sorted; None if there was none
     candidates: tuple[Candidate, ...]
     explanation: tuple[str, ...]
+    #: Why the asking relay's own record and the ones after it were dropped (§5.1), if so.
+    discarded: str | None = None
 
     @property
     def hosts(self) -> list[str]:
         return [c.host for c in self.candidates]
+
+    @property
+    def decisions(self) -> list[str]:
+        """What a queue reports of it: a discarded record, then the hosts it will try."""
+        return [line for line in (self.discarded, self.explanation[-1]) if line]
 
     def __str__(self) -> str:
         return "\n".join(self.explanation)
@@ -104,6 +113,29 @@ def order_mx(records: Iterable[tuple[int, str]], rng: random.Random) -> list[tup
     return ordered
 
 
+def closer_than(
+    local: str, hosts: list[tuple[int, str]], domain: str, steps: list[str]
+) -> list[tuple[int, str]]:
+    """The hosts a relay named ``local`` may send to: if it is in the list itself, only those
+    it prefers to itself (RFC 5321 §5.1: its own record and every record of equal or higher
+    preference value are discarded). None left: the message is undeliverable (PermanentRouteError).
+    """
+    own = [p for p, h in hosts if h.lower().rstrip(".") == local.lower().rstrip(".")]
+    if not own:
+        return hosts
+    kept = [(p, h) for p, h in hosts if p < min(own)]
+    steps.append(
+        f"{local} is itself in the list at preference {min(own)}: discard it and every "
+        f"record of preference {min(own)} or more (RFC 5321 §5.1)"
+        + (": " + ", ".join(f"{h} ({p})" for p, h in kept) + " left" if kept else "")
+    )
+    if not kept:
+        steps.append("no record left: the message is undeliverable (RFC 5321 §5.1)")
+        text = f"No MX host of {domain} is closer than {local}: cannot route the message"
+        raise PermanentRouteError(550, "5.4.4", text, steps)
+    return kept
+
+
 def _show(name: dns.name.Name) -> str:
     return name.to_text(omit_final_dot=True)
 
@@ -126,9 +158,16 @@ def _ask(resolver: dns.resolver.Resolver, name: str, rdtype: str) -> tuple[str, 
 
 
 def resolve_route(
-    domain: str, resolver: dns.resolver.Resolver, rng: random.Random | None = None
+    domain: str,
+    resolver: dns.resolver.Resolver,
+    rng: random.Random | None = None,
+    *,
+    local: str | None = None,
 ) -> Route:
-    """Find the hosts that accept mail for `domain`, in the order to try them."""
+    """Find the hosts that accept mail for `domain`, in the order to try them.
+
+    ``local`` is the name of the relay asking: it never sends to itself or to a host it
+    prefers less (:func:`closer_than`)."""
     rng = rng if rng is not None else random.Random()
     try:
         d = _show(dns.name.from_text(domain))
@@ -169,6 +208,10 @@ def resolve_route(
         text = f"DNS lookup of MX for {d} failed ({outcome}); will retry"
         raise TemporaryRouteError(451, "4.4.3", text, steps)
 
+    before = len(steps)
+    if local is not None:
+        hosts = closer_than(local, hosts, d, steps)
+    discarded = steps[before] if len(steps) > before else None
     candidates, temporary = [], False
     for pref, host in hosts:
         addresses: list[str] = []
@@ -202,4 +245,4 @@ def resolve_route(
         raise TemporaryRouteError(451, "4.4.4", text, steps, route)
     plan = ", then ".join(f"{c.host} [{', '.join(c.addresses)}]" for c in candidates)
     steps.append(f"route: try {plan}; on failure move to the next host (RFC 5321 §5.1)")
-    return Route(d, method, mx, tuple(candidates), tuple(steps))
+    return Route(d, method, mx, tuple(candidates), tuple(steps), discarded)

@@ -10,14 +10,26 @@ commits everything that arrives together at once. Code outside an event loop
 (the DSNs the queue sends itself) calls :meth:`DeliveryQueue.accept`.
 
 One worker thread then takes due entries in order. For each it asks the lab DNS
-for the route (RFC 5321 §5.1), connects to the candidates in turn until one
-answers, and runs one transaction with the recording client, so every hop has
-a transcript. Per recipient:
+for the route (RFC 5321 §5.1; a relay in the MX list keeps only the hosts it
+prefers to itself), and runs one transaction with the recording client per
+host, so every hop has a transcript. Per recipient:
 
 * 2xx: done; the next hop is responsible now (§6.1);
-* 5xx: permanent; a DSN goes back to the sender (RFC 3464), never to ``<>``;
-* 4xx, or no host reachable: retried after ``first_delay * factor**(n-1)``
-  seconds, until ``max_attempts`` or ``max_age``, then bounced (§4.5.4.1).
+* 5xx (or a message needing SMTPUTF8 for a host without it, RFC 6531 §3.2):
+  permanent; a DSN goes back to the sender (RFC 3464), never to ``<>``;
+* 4xx, or no answer: the next MX host is tried, "until a delivery attempt
+  succeeds" (§5.1); after the last, retried after ``first_delay *
+  factor**(n-1)`` seconds, until ``max_attempts`` or ``max_age``, then bounced
+  (§4.5.4.1).
+
+To a next hop that offers DSN the sender's RET, ENVID, NOTIFY and ORCPT go on
+with the message, and the MX that stores it sends the success notice (RFC 3461
+§5.2.1, §5.2.3, :meth:`DeliveryQueue.report_delivered`); to one without DSN the
+queue sends ``relayed`` itself (§5.2.2).
+
+An error in one entry's delivery (a bug, bytes no client can send) never stops
+the worker: the entry is deferred like a ``4.3.0`` local error, noted in its
+journey, and bounced once it expires, and the worker goes on (§6.1).
 
 A notice from the null reverse-path (a DSN) is retried like any message; when
 it fails for good it cannot be bounced (§6.1: never a notice about a notice),
@@ -52,10 +64,23 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import cast
 
 from smtplab.client import Outcome, RecordingClient, quit_quietly, transact
 from smtplab.clock import LabClock
-from smtplab.dsn import MailDSN, RecipientStatus, Report, build_dsn, must_not_notify, wants
+from smtplab.dsn import (
+    Action,
+    MailDSN,
+    RcptDSN,
+    RecipientStatus,
+    Report,
+    Ret,
+    build_dsn,
+    mail_params,
+    must_not_notify,
+    rcpt_params,
+    wants,
+)
 from smtplab.journal import WireJournal
 from smtplab.journey import JourneyBook, Step
 from smtplab.maildir import Maildir
@@ -66,8 +91,13 @@ from smtplab.wire import WireLog
 
 NO_DSN = MailDSN()
 HELD = "held: waits, with no attempt and no expiry, until released"
-Resolve = Callable[[str], Route]
+#: Route ``domain`` for the relay named ``local`` (which must not send to itself, §5.1).
+Resolve = Callable[[str, str], Route]
 Locate = Callable[[str], int | None]
+#: A lab host's role ("mx", "relay", "submission", ...), or None for a host outside the lab.
+RoleOf = Callable[[str], str | None]
+#: The lab roles whose own queue takes a message on (their journey steps follow).
+QUEUEING_ROLES = frozenset({"relay", "submission", "submissions"})
 
 
 @dataclass(frozen=True)
@@ -88,11 +118,26 @@ DEFAULT_POLICY = RetryPolicy()
 
 @dataclass(frozen=True)
 class Hop:
-    """Where the queue sends mail: resolve routes, find ports, and which hosts are final."""
+    """Where the queue sends mail: resolve routes, find ports, and what each host does."""
 
     resolve: Resolve
     locate: Locate
-    is_mailbox_host: Callable[[str], bool]
+    role_of: RoleOf
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """One recipient's outcome at a next hop: the reply, the host that gave it (None when
+    none answered), and whether the DSN parameters went with it (RFC 3461 §5.2.1)."""
+
+    outcome: Outcome
+    host: str | None = None
+    dsn_passed: bool = False
+
+    @property
+    def settled(self) -> bool:
+        """Accepted or refused for good: no other MX host is tried for it."""
+        return self.outcome.accepted or self.outcome.permanent
 
 
 class DeliveryQueue:
@@ -217,7 +262,11 @@ class DeliveryQueue:
         """Start the worker; deliver whatever a previous run left in the spool (or, if the
         queue is held, keep holding it)."""
         self._stopping = False
+        known = len(self.spool.set_aside)
         self._schedule(self.spool.entries())
+        for path in self.spool.set_aside[known:]:  # for `smtplab up`, which prints every step
+            text = f"{path.name} is not a queue entry: moved unread to {path.parent}"
+            self.journeys.add(None, Step("note", self.host, text))
         if self._held:
             self._hold_waiting()
         else:
@@ -348,6 +397,8 @@ class DeliveryQueue:
                 self._busy = True
             try:
                 self._attempt(entry)
+            except Exception as error:  # one entry's error never stops the worker (§6.1)
+                self._contain(entry, error)
             finally:
                 with self._wake:
                     self._busy = False
@@ -370,36 +421,62 @@ class DeliveryQueue:
         if entry.held_since is not None:  # queued as a release began: count it released
             entry.held_seconds += max(time.time() - entry.held_since, 0.0)
             entry.held_since = None
-        addresses = tuple(r.address for r in entry.recipients)
         try:
-            route = self.hop.resolve(entry.domain)
+            route = self.hop.resolve(entry.domain, self.host)
         except RouteError as error:
             for line in error.explanation:
                 self._step(entry, "route", line)
-            outcomes = [
-                Outcome(a, error.code, f"{error.status} {error.text}", "DNS") for a in addresses
-            ]
-            self._settle(entry, outcomes, None, permanent=isinstance(error, PermanentRouteError))
+            text = f"{error.status} {error.text}"
+            results = {
+                r.address: Handoff(Outcome(r.address, error.code, text, "DNS"))
+                for r in entry.recipients
+            }
+            self._settle(entry, results, permanent=isinstance(error, PermanentRouteError))
             return
-        self._step(entry, "route", str(route).splitlines()[-1])
-        outcomes, server = [], None
+        for line in route.decisions:
+            self._step(entry, "route", line)
         message = self.spool.message(entry.qid)
         if self.outgoing is not None:
             message = self.outgoing(message)
+        # RFC 5321 §5.1: try each host in order "until a delivery attempt succeeds": a
+        # recipient that got a temporary failure (4yz, or no answer) goes on to the next.
+        results: dict[str, Handoff] = {}
+        waiting = list(entry.recipients)
         for candidate in route.candidates:
             port = self.hop.locate(candidate.host)
             if port is None:
                 self._step(entry, "attempt", f"{candidate.host}: nothing listening (host down)")
                 continue
-            outcomes = self._transfer(entry, candidate.host, port, message)
-            if any(o.code is not None and o.code != 421 for o in outcomes):
-                server = candidate.host
+            for address, handoff in self._transfer(
+                entry, candidate.host, port, message, waiting
+            ).items():
+                if handoff.host is not None or address not in results:  # a reply beats none
+                    results[address] = handoff
+            waiting = [r for r in waiting if not results[r.address].settled]
+            if not waiting:
                 break
-        if not outcomes:
-            outcomes = [
-                Outcome(a, None, "4.4.1 no MX host answered", "connection") for a in addresses
-            ]
-        self._settle(entry, outcomes, server, permanent=False)
+        self._settle(entry, results, permanent=False)
+
+    def _contain(self, entry: QueueEntry, error: Exception) -> None:
+        """An error in the delivery of one entry: defer it like a temporary failure (it
+        bounces once it expires) and go on with the next entry; if even that fails, keep
+        it queued as the spool has it and try again later."""
+        self._close_open()  # the session it used may have stopped in mid-command
+        why = f"4.3.0 local error in processing ({type(error).__name__})"
+        results = {
+            r.address: Handoff(Outcome(r.address, None, why, "queue")) for r in entry.recipients
+        }
+        try:
+            self._settle(entry, results, permanent=False)
+        except Exception as again:
+            delay = self.policy.delay(entry.attempts)
+            later = replace(entry, next_attempt=time.time() + delay)
+            text = (
+                f"attempt {entry.attempts} failed ({why}; then {type(again).__name__} "
+                f"while settling it); retry in {delay:g} s"
+            )
+            self._step(later, "retry", text, retry_at=later.next_attempt)
+            self._schedule([later])
 
     def _close_open(self) -> None:
         if self._open is not None:
@@ -413,7 +490,7 @@ class DeliveryQueue:
             return self._waiting[domain] > 0
 
     def _session(self, entry: QueueEntry, host: str, port: int) -> RecordingClient:
-        """The open session to ``host`` for this domain, or a new connection."""
+        """The open session to ``host`` for this domain, or a new connection (after EHLO)."""
         if self._open is not None and self._open[:2] == (entry.domain, host):
             client = self._open[2]
             self._open = None
@@ -426,49 +503,80 @@ class DeliveryQueue:
         try:
             client.connect(host, port)
             self.open_client(client)
+            client.ehlo_or_helo_if_needed()  # its extensions decide the parameters
         except (OSError, smtplib.SMTPException):
             client.close()
             raise
         return client
 
-    def _transfer(self, entry: QueueEntry, host: str, port: int, message: bytes) -> list[Outcome]:
-        addresses = [r.address for r in entry.recipients]
+    def _transfer(
+        self,
+        entry: QueueEntry,
+        host: str,
+        port: int,
+        message: bytes,
+        recipients: list[QueuedRecipient],
+    ) -> dict[str, Handoff]:
+        """One transaction with ``host`` for ``recipients``, each outcome with its host."""
+        addresses = [r.address for r in recipients]
         try:
             client = self._session(entry, host, port)
         except (OSError, smtplib.SMTPException) as error:
             why = getattr(error, "strerror", None) or type(error).__name__  # the same on any OS
-            self._step(entry, "attempt", f"→ {host}: --- connection")
-            return [Outcome(a, None, f"connection failed: {why}", "connection") for a in addresses]
+            self._step(entry, "attempt", f"→ {host}: --- connection", tuple(addresses))
+            return {
+                a: Handoff(Outcome(a, None, f"connection failed: {why}", "connection"))
+                for a in addresses
+            }
+        # RFC 3461 §5.2.1: to a next hop that offers DSN, the sender's DSN parameters go on
+        # as they came (§5.2.2 otherwise: this queue reports "relayed" itself).
+        dsn = client.has_extn("dsn")
+        mail_options = mail_params(MailDSN(cast(Ret | None, entry.ret), entry.envid)) if dsn else []
+        rcpt_options = {
+            r.address: rcpt_params(RcptDSN(frozenset(r.notify), r.orcpt)) for r in recipients
+        }
         busy = self._more_for(entry.domain)  # under load: pipeline, keep the session
-        outcomes = transact(client, entry.sender, addresses, message, finish=False, pipelining=busy)
+        try:
+            outcomes = transact(
+                client,
+                entry.sender,
+                addresses,
+                message,
+                mail_options,
+                rcpt_options if dsn else (),
+                finish=False,
+                pipelining=busy,
+            )
+        except BaseException:
+            client.close()  # never leave a session in mid-command
+            raise
         if client.sock is not None and self._more_for(entry.domain):
             self._open = (entry.domain, host, client)
         else:
             quit_quietly(client)
         summary = "; ".join(sorted({f"{o.code or '---'} {o.stage}" for o in outcomes}))
-        self._step(entry, "attempt", f"→ {host}: {summary}", wire=client.wire)
-        return outcomes
+        self._step(entry, "attempt", f"→ {host}: {summary}", tuple(addresses), wire=client.wire)
+        return {
+            o.recipient: Handoff(o, host if o.code is not None else None, dsn) for o in outcomes
+        }
 
-    def _settle(
-        self, entry: QueueEntry, outcomes: list[Outcome], server: str | None, *, permanent: bool
-    ) -> None:
+    def _settle(self, entry: QueueEntry, results: dict[str, Handoff], *, permanent: bool) -> None:
         """Sort recipients into done, failed and retry; update the spool and the journey."""
-        by_address = {o.recipient: o for o in outcomes}
+        nobody = "4.4.1 no MX host answered"
         delivered, failed, retry = [], [], []
         for rcpt in entry.recipients:
-            outcome = by_address[rcpt.address]
-            if outcome.accepted:
-                delivered.append((rcpt, outcome))
-            elif permanent or (outcome.code is not None and outcome.code >= 500):
-                failed.append((rcpt, outcome))
+            handoff = results.get(rcpt.address) or Handoff(
+                Outcome(rcpt.address, None, nobody, "connection")
+            )
+            if handoff.outcome.accepted:
+                delivered.append((rcpt, handoff))
+            elif permanent or handoff.outcome.permanent:
+                failed.append((rcpt, handoff))
             else:
-                retry.append((rcpt, outcome))
+                retry.append((rcpt, handoff))
         # Notices are queued before the final step, so a finished journey implies them.
-        if delivered:
-            final = server is not None and self.hop.is_mailbox_host(server)
-            kind = "delivered" if final else "relayed"
-            self._notify(entry, kind, delivered, server)
-            self._step(entry, kind, f"{server} accepted it", _addresses(delivered))
+        for host in sorted({h.host for _, h in delivered if h.host is not None}):
+            self._handed_to(entry, host, [(r, h) for r, h in delivered if h.host == host])
         now = time.time()
         expired = not self._held and (  # held mail never expires (see hold)
             entry.attempts >= self.policy.max_attempts or entry.age(now) > self.policy.max_age
@@ -480,7 +588,7 @@ class DeliveryQueue:
             if not self._to_postmaster(entry, failed):
                 retry += failed  # not stored: it stays queued and is tried again later
         elif failed:
-            self._notify(entry, "failed", failed, server)
+            self._notify(entry, "failed", failed)
             self._step(entry, "bounced", _reasons(failed), _addresses(failed))
         if not retry:
             self.spool.remove(entry.qid)
@@ -502,10 +610,26 @@ class DeliveryQueue:
         if not entry.delay_notified and any(
             wants(frozenset(r.notify), "delayed") for r, _ in retry
         ):
-            self._notify(entry, "delayed", retry, server)
+            self._notify(entry, "delayed", retry)
             entry = replace(entry, delay_notified=True)
         self.spool.update(entry)
         self._schedule([entry])
+
+    def _handed_to(
+        self, entry: QueueEntry, host: str, accepted: list[tuple[QueuedRecipient, Handoff]]
+    ) -> None:
+        """``host`` took these recipients: it is responsible now (§6.1). A success notice
+        is this queue's to send only if the DSN parameters could not go on (RFC 3461
+        §5.2.2); otherwise the MX that delivers sends "delivered" itself (§5.2.3)."""
+        self._notify(entry, "relayed", [(r, h) for r, h in accepted if not h.dsn_passed])
+        role = self.hop.role_of(host)
+        addresses = _addresses(accepted)
+        if role == "mx":
+            self._step(entry, "delivered", f"{host} accepted it", addresses)
+        elif role in QUEUEING_ROLES:  # not final: that host's queue reports from here on
+            self._step(entry, "note", f"{host} accepted it; its queue takes it on", addresses)
+        else:
+            self._step(entry, "relayed", f"{host} accepted it", addresses)
 
     def _step(
         self,
@@ -524,7 +648,7 @@ class DeliveryQueue:
         self.journeys.add(entry.message_id, step)
 
     def _to_postmaster(
-        self, entry: QueueEntry, failed: list[tuple[QueuedRecipient, Outcome]]
+        self, entry: QueueEntry, failed: list[tuple[QueuedRecipient, Handoff]]
     ) -> bool:
         """Keep an undeliverable notice in the postmaster's mailbox, as it is (the reverse-path
         stays null, §4.5.5); False if it could not be stored (it then stays queued)."""
@@ -543,56 +667,102 @@ class DeliveryQueue:
 
     # -- delivery status notifications ------------------------------------------------
     def _notify(
-        self,
-        entry: QueueEntry,
-        action: str,
-        results: list[tuple[QueuedRecipient, Outcome]],
-        server: str | None,
+        self, entry: QueueEntry, action: Action, results: list[tuple[QueuedRecipient, Handoff]]
     ) -> None:
         """Queue a DSN to the sender for the recipients that asked for this ``action``."""
-        wanted = [(r, o) for r, o in results if wants(frozenset(r.notify), action)]  # type: ignore[arg-type]
-        if not wanted or must_not_notify(entry.sender):
-            return
-        dsn_id = f"<{entry.qid}.{action}@{self.host}>"
+        wanted = [(r, h) for r, h in results if wants(frozenset(r.notify), action)]
         statuses = tuple(
             RecipientStatus(
                 address=r.address,
-                action=action,  # type: ignore[arg-type]
-                status=split_enhanced(o.text)[0] or _default_status(action, o),
-                diagnostic=f"{o.code} {o.text}" if o.code is not None else None,
-                remote_mta=server,
+                action=action,
+                status=split_enhanced(h.outcome.text)[0] or _default_status(action, h.outcome),
+                diagnostic=f"{h.outcome.code} {h.outcome.text}" if h.outcome.code else None,
+                remote_mta=h.host,
                 orcpt=r.orcpt,
             )
-            for r, o in wanted
+            for r, h in wanted
         )
+        dsn = MailDSN(cast(Ret | None, entry.ret), entry.envid)
+        original = Original(entry.qid, entry.message_id, entry.sender, entry.arrival, dsn)
+        self._report(original, action, statuses, self.spool.message(entry.qid))
+
+    def report_delivered(
+        self,
+        sender: str,
+        recipients: list[tuple[str, RcptDSN | None]],
+        dsn: MailDSN,
+        message: bytes,
+    ) -> None:
+        """The MX stored a message: a "delivered" DSN for each recipient that asked for one
+        (NOTIFY=SUCCESS), from this host as Reporting-MTA (RFC 3461 §5.2.3)."""
+        statuses = tuple(
+            RecipientStatus(address=address, action="delivered", status="2.0.0", orcpt=d.orcpt)
+            for address, d in recipients
+            if d is not None and wants(d.notify, "delivered")
+        )
+        if not statuses or must_not_notify(sender):
+            return
+        qid, message_id = self.spool.new_qid(), message_id_of(message)
+        try:
+            self._report(
+                Original(qid, message_id, sender, self.clock.rfc5322(), dsn),
+                "delivered",
+                statuses,
+                message,
+            )
+        except Exception as error:  # the message is stored: that stands, notice or not
+            text = f"delivered notice not queued ({type(error).__name__})"
+            self.journeys.add(message_id, Step("note", self.host, text, qid=qid))
+
+    def _report(
+        self,
+        about: Original,
+        action: Action,
+        statuses: tuple[RecipientStatus, ...],
+        message: bytes,
+    ) -> None:
+        """Queue the report on ``statuses`` to the original sender, and note it in the
+        journey of the message it is about (never a report about a report, §4.5.5)."""
+        if not statuses or must_not_notify(about.sender):
+            return
+        dsn_id = f"<{about.qid}.{action}@{self.host}>"
         report = Report(
             reporting_mta=self.host,
             mailer_daemon=f"MAILER-DAEMON@{self.domain}",
-            original_sender=entry.sender,
-            arrival_date=entry.arrival,
+            original_sender=about.sender,
+            arrival_date=about.arrival,
             recipients=statuses,
-            original_message=self.spool.message(entry.qid),
-            ret=entry.ret,
-            envid=entry.envid,
+            original_message=message,
+            ret=about.dsn.ret,
+            envid=about.dsn.envid,
             date=self.clock.rfc5322(),
             message_id=dsn_id,
         )
-        self.accept("", [QueuedRecipient(entry.sender)], build_dsn(report))
-        self._step(
-            entry,
-            "dsn",
-            f"{action} notice {dsn_id} sent to <{entry.sender}>",
-            tuple(s.address for s in statuses),
-        )
+        self.accept("", [QueuedRecipient(about.sender)], build_dsn(report))
+        text = f"{action} notice {dsn_id} sent to <{about.sender}>"
+        step = Step("dsn", self.host, text, tuple(s.address for s in statuses), qid=about.qid)
+        self.journeys.add(about.message_id, step)
 
 
-def _addresses(results: list[tuple[QueuedRecipient, Outcome]]) -> tuple[str, ...]:
+@dataclass(frozen=True)
+class Original:
+    """The message a report is about: its queue id here, Message-ID, sender, arrival and
+    the sender's DSN options (RET, ENVID)."""
+
+    qid: str
+    message_id: str | None
+    sender: str
+    arrival: str
+    dsn: MailDSN
+
+
+def _addresses(results: list[tuple[QueuedRecipient, Handoff]]) -> tuple[str, ...]:
     return tuple(r.address for r, _ in results)
 
 
-def _reasons(results: list[tuple[QueuedRecipient, Outcome]]) -> str:
+def _reasons(results: list[tuple[QueuedRecipient, Handoff]]) -> str:
     """The replies behind ``results``, each once, in a stable order."""
-    return "; ".join(sorted({f"{o.code or '---'} {o.text}" for _, o in results}))
+    return "; ".join(sorted({f"{h.outcome.code or '---'} {h.outcome.text}" for _, h in results}))
 
 
 def _default_status(action: str, outcome: Outcome) -> str:

@@ -1181,9 +1181,12 @@ class _Attempt:
 
 
 def _attempts(steps: Sequence[Step]) -> list[_Attempt]:
-    """One queue entry's attempts, each placed at the sum of the waits before it."""
+    """One queue entry's attempts, each placed at the sum of the waits before it. One
+    attempt may try several MX hosts in turn (RFC 5321 §5.1): it is one marker, with the
+    outcome of the last host it tried."""
     attempts: list[_Attempt] = []
     offset = 0.0
+    previous = None
     for step in steps:
         if step.kind == "attempt":
             transcript = step.transcript
@@ -1191,10 +1194,16 @@ def _attempts(steps: Sequence[Step]) -> list[_Attempt]:
             code = (
                 failure.code if failure else (_end_of_data_code(transcript) if transcript else None)
             )
-            attempts.append(_Attempt(len(attempts) + 1, offset, step.text, code, None))
+            if previous == "attempt":  # the next MX host, in the same attempt
+                text = f"{attempts[-1].text}; {step.text}"
+                attempts[-1] = replace(attempts[-1], text=text, code=code)
+            else:
+                attempts.append(_Attempt(len(attempts) + 1, offset, step.text, code, None))
         elif step.kind == "retry" and step.retry_at is not None and attempts:
             attempts[-1] = replace(attempts[-1], wait=_scheduled(step))
             offset += _scheduled(step)
+        if step.kind in ("attempt", "retry", "route"):
+            previous = step.kind
     return attempts
 
 

@@ -26,6 +26,10 @@ bytes), because the queue sends each one moments after storing it: reading it
 back would open the file again, behind other writers' fsyncs. After a restart,
 or past the limit, messages are read from disk.
 
+A file in ``queue/`` that cannot be read as an entry is moved to ``corrupt/``
+when the queue starts, so one damaged file never keeps the rest from being
+delivered, and nothing is deleted that a person may want to recover.
+
 Each file holds one JSON line (the envelope: sender, the recipients still to
 deliver, attempt count, next attempt, DSN options, and whether and since when
 the entry is held) and then the message bytes with CRLF line endings, exactly
@@ -111,9 +115,9 @@ class Spool:
         self._writer: threading.Thread | None = None
         self._cached: dict[str, bytes] = {}
         self._cached_bytes = 0
-        self._next = 1 + max(
-            (int(p.name.split("-")[0], 16) for p in self._queue.iterdir()), default=0
-        )
+        self._next = 1 + max((_number(p.name) for p in self._queue.iterdir()), default=0)
+        #: Files :meth:`entries` could not read, moved aside to ``corrupt/`` (never deleted).
+        self.set_aside: list[Path] = []
 
     def new_qid(self) -> str:
         """A queue id unique in this spool, also across restarts."""
@@ -241,12 +245,39 @@ class Spool:
         return (self._queue / qid).read_bytes().split(b"\n", 1)[1]
 
     def entries(self) -> list[QueueEntry]:
-        """Every entry on disk, oldest first: what a restarted queue must deliver."""
+        """Every entry on disk, oldest first: what a restarted queue must deliver.
+
+        A file that is no entry (cut short, edited, left by another program) must not keep
+        the others from being delivered: it is moved to ``corrupt/`` for a person to look
+        at, and listed in :attr:`set_aside`.
+        """
         found = []
         for path in sorted(self._queue.iterdir()):
-            with open(path, "rb") as handle:
-                found.append(QueueEntry.from_json(handle.readline()))
+            try:
+                with open(path, "rb") as handle:
+                    entry = QueueEntry.from_json(handle.readline())
+                if entry.qid != path.name:
+                    raise ValueError(f"names entry {entry.qid!r}")
+            except (OSError, ValueError, TypeError, KeyError, AttributeError):
+                self._set_aside(path)
+                continue
+            found.append(entry)
         return found
+
+    def _set_aside(self, path: Path) -> None:
+        corrupt = self.folder / "corrupt"
+        corrupt.mkdir(exist_ok=True)
+        with contextlib.suppress(OSError):  # if it cannot even be moved, it stays unread
+            os.replace(path, corrupt / path.name)
+            self.set_aside.append(corrupt / path.name)
+
+
+def _number(name: str) -> int:
+    """The queue id's number in an entry's file name (``00002A-1``); 0 for any other name."""
+    try:
+        return int(name.split("-")[0], 16)
+    except ValueError:
+        return 0
 
 
 @dataclass
