@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from smtplab import reader
 from smtplab.dovecot import IMAP_HOST, POP_HOST
 from smtplab.journey import FINAL, Journey, Step
-from smtplab.mx import Route, RouteError
+from smtplab.mx import PermanentRouteError, Route, RouteError
 from smtplab.protocol import REPLY_CLASSES, reply_meaning
 from smtplab.transcript import _COLOUR as SIDE_COLOURS
 from smtplab.transcript import Command, Data, Reply, TLSStarted, Transcript
@@ -860,6 +860,7 @@ ANSWER_PATHS = {  # how DNS answered the MX question -> the stations down to the
     "null-mx": ("lookup", "null-mx", "refuse-556"),
     "nxdomain": ("lookup", "nxdomain", "refuse-550"),
     "failure": ("lookup", "failure", "retry-451"),
+    "no-closer": ("lookup", "mx", "order", "self", "none-left"),
 }
 
 
@@ -868,6 +869,8 @@ def _answer(outcome: Route | RouteError) -> str | None:
 
     A Route, or an error that carries one, says it by its method; the others say
     it in the first line of their explanation (``MX lookup D → NXDOMAIN: ...``).
+    After MX records, only a relay that found no host closer than itself fails
+    for good (:func:`smtplab.mx.closer_than`); any other failure there is DNS's.
     """
     route = outcome if isinstance(outcome, Route) else outcome.route
     if route is not None:
@@ -877,7 +880,9 @@ def _answer(outcome: Route | RouteError) -> str | None:
         return None
     if "→ NXDOMAIN" in asked:
         return "nxdomain"
-    return "implicit-mx" if "→ no MX records" in asked else "failure"
+    if "→ no MX records" in asked:
+        return "implicit-mx"
+    return "no-closer" if isinstance(outcome, PermanentRouteError) else "failure"
 
 
 def _route_path(outcome: Route | RouteError) -> tuple[str, ...]:
