@@ -20,9 +20,9 @@ The other commands work on a running lab, found through its state file
 from __future__ import annotations
 
 import argparse
-import contextlib
 import email
 import email.policy
+import io
 import json
 import os
 import queue
@@ -32,11 +32,12 @@ import sys
 import threading
 import time
 import tomllib
+from collections.abc import Callable
 from datetime import datetime
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import dns.exception
 import dns.message
@@ -46,12 +47,15 @@ import dns.rdatatype
 
 from smtplab.client import RecordingClient, open_session, transact
 from smtplab.clock import WallClock
-from smtplab.compose import InvalidInput, build_message, check_address
+from smtplab.compose import InvalidInput, build_message, check_address, check_header_text
 from smtplab.journey import Step
-from smtplab.lab import Lab, PortInUse
+from smtplab.lab import MAX_MESSAGE_SIZE, Lab, PortInUse
 from smtplab.maildir import StoredMessage
 from smtplab.outbound import DEFAULT_POLICY, RetryPolicy
+from smtplab.printer import LinePrinter
+from smtplab.protocol import parse_path
 from smtplab.retrieval import fetch_mailbox
+from smtplab.spool import QueueEntry
 from smtplab.wire import WireLog
 from smtplab.world import (
     SMTP_ROLES,
@@ -60,7 +64,6 @@ from smtplab.world import (
     User,
     World,
     check_password,
-    check_user_address,
 )
 
 STATE_FILE = "lab.json"
@@ -91,84 +94,106 @@ def world_from_data(data: dict[str, Any]) -> World:
                       "users": [{"address": "alice@example.com", "password": "pw"}]}],
          "servers": [{"host": "mx.example.com", "role": "mx", "domains": ["example.com"]}]}
 
-    An MX host that is not one of the servers gets no address in the lab DNS:
-    mail for its domain waits in the queue, as it would for a host that is down.
+    Names and addresses are taken in lower case (an MX host may end with a dot; a
+    lone ``"."`` is a null MX). An MX host that is not one of the servers gets no
+    address in the lab DNS: mail for its domain waits in the queue, as it would for
+    a host that is down. Everything else is checked by :func:`smtplab.world.check_world`.
     """
 
-    def need(container: dict[str, Any], key: str, kind: type, where: str) -> Any:
-        value = container.get(key)
-        if not isinstance(value, kind):
-            raise CLIError(f"{where}: '{key}' must be a {kind.__name__}")
+    def table(value: Any, where: str, keys: set[str]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise CLIError(f"{where} must be a table/object")
+        unknown = sorted(set(value) - keys)
+        if unknown:
+            raise CLIError(
+                f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(keys))})"
+            )
         return value
 
+    def need(container: dict[str, Any], key: str, kind: type, where: str, default: Any) -> Any:
+        value = container.get(key, default)
+        if not isinstance(value, kind):
+            raise CLIError(f"{where}.{key} must be a {kind.__name__}")
+        return value
+
+    def names(container: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+        items = need(container, key, list, where, [])
+        if not all(isinstance(item, str) for item in items):
+            raise CLIError(f"{where}.{key} must be a list of names")
+        return tuple(item.lower() for item in items)
+
+    world = table(data, "world", {"client_host", "domains", "servers"})
     domains = []
-    for i, item in enumerate(need(data, "domains", list, "world")):
+    for i, item in enumerate(need(world, "domains", list, "world", None)):
         where = f"domains[{i}]"
-        if not isinstance(item, dict):
-            raise CLIError(f"{where} must be a table/object")
-        name = need(item, "name", str, where).lower()
+        item = table(item, where, {"name", "mx", "users"})
         users = []
-        for j, user in enumerate(item.get("users", [])):
+        for j, user in enumerate(need(item, "users", list, where, [])):
             here = f"{where}.users[{j}]"
-            if not isinstance(user, dict):
-                raise CLIError(f"{here} must be a table/object")
-            try:
-                address = check_user_address(here, need(user, "address", str, here)).lower()
-                password = check_password(f"{here}.password", need(user, "password", str, here))
-            except InvalidInput as error:
-                raise CLIError(str(error)) from None
-            if address.rpartition("@")[2] != name:
-                raise CLIError(f"{here}: {address} is not in the domain {name}")
-            users.append(User(address, password))
+            user = table(user, here, {"address", "password"})
+            address = need(user, "address", str, here, None).lower()
+            users.append(User(address, need(user, "password", str, here, None)))
         mx = []
-        for j, record in enumerate(item.get("mx", [])):
-            if (
-                not isinstance(record, list)
-                or len(record) != 2
-                or not isinstance(record[0], int)
-                or not isinstance(record[1], str)
-            ):
-                raise CLIError(
-                    f'{where}.mx[{j}] must be [preference, host], like [10, "mx.{name}"]'
-                )
-            mx.append((record[0], record[1].lower().rstrip(".")))
+        for j, record in enumerate(need(item, "mx", list, where, [])):
+            if not isinstance(record, list) or len(record) != 2 or not isinstance(record[1], str):
+                raise CLIError(f'{where}.mx[{j}] must be [preference, host], like [10, "mx.x.org"]')
+            host = record[1].lower()
+            mx.append((record[0], "" if host == "." else host.removesuffix(".")))
+        name = need(item, "name", str, where, None).lower()
         domains.append(Domain(name, tuple(users), tuple(mx)))
     servers = []
-    for i, item in enumerate(need(data, "servers", list, "world")):
+    for i, item in enumerate(need(world, "servers", list, "world", None)):
         where = f"servers[{i}]"
-        if not isinstance(item, dict):
-            raise CLIError(f"{where} must be a table/object")
-        role = need(item, "role", str, where)
-        if role not in SMTP_ROLES:
-            raise CLIError(f"{where}: role must be one of {', '.join(SMTP_ROLES)}, not {role!r}")
-        served = item.get("domains", [])
-        if not isinstance(served, list) or not all(isinstance(d, str) for d in served):
-            raise CLIError(f"{where}: 'domains' must be a list of domain names")
-        servers.append(
-            ServerSpec(
-                need(item, "host", str, where).lower(), role, tuple(d.lower() for d in served)
-            )
-        )
-    client_host = data.get("client_host", "client.example.com")
-    if not isinstance(client_host, str):
-        raise CLIError("world: 'client_host' must be a string")
-    return World(tuple(domains), tuple(servers), client_host=client_host)
+        item = table(item, where, {"host", "role", "domains"})
+        host = need(item, "host", str, where, None).lower()
+        role = need(item, "role", str, where, None)
+        servers.append(ServerSpec(host, role, names(item, "domains", where)))  # type: ignore[arg-type]
+    client_host = need(world, "client_host", str, "world", World.client_host).lower()
+    try:
+        return World(tuple(domains), tuple(servers), client_host=client_host)
+    except InvalidInput as error:
+        raise CLIError(str(error)) from None
+
+
+#: A topology file or a state file is a few kilobytes; a larger one is refused unparsed.
+MAX_SETTINGS_FILE = 1 << 20
+
+
+def read_limited(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of ``path``, or CLIError if it cannot be read or holds more than ``limit``
+    (``/dev/zero`` never ends)."""
+    try:
+        with path.open("rb") as file:
+            raw = file.read(limit + 1)
+    except OSError as error:
+        raise CLIError(f"cannot read {what} {path}: {error.strerror or error}") from None
+    if len(raw) > limit:
+        raise CLIError(f"{what} {path} is larger than {limit} bytes")
+    return raw
+
+
+def read_text(path: Path, what: str) -> str:
+    """A small UTF-8 settings file (see :func:`read_limited`), or CLIError."""
+    raw = read_limited(path, MAX_SETTINGS_FILE, what)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CLIError(f"{what} {path} is not UTF-8 (byte {error.start})") from None
 
 
 def load_world(path: Path) -> World:
-    """A World from a ``.toml`` or ``.json`` topology file (see :func:`world_from_data`)."""
+    """A World from a ``.toml`` or ``.json`` topology file (see :func:`world_from_data`);
+    every problem is a CLIError of one line naming the file and the field."""
+    kind = "TOML" if path.suffix == ".toml" else "JSON"
+    text = read_text(path, "the world file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise CLIError(f"cannot read {path}: {error.strerror}") from None
-    try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
-        kind = "TOML" if path.suffix == ".toml" else "JSON"
+        data = tomllib.loads(text) if kind == "TOML" else json.loads(text)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and TOMLDecodeError too
         raise CLIError(f"{path} is not valid {kind}: {error}") from None
-    if not isinstance(data, dict):
-        raise CLIError(f"{path}: the top level must be a table/object")
-    return world_from_data(data)
+    try:
+        return world_from_data(data)
+    except CLIError as error:
+        raise CLIError(f"{error} (in {path})") from None
 
 
 # --- up -----------------------------------------------------------------------------------------
@@ -219,9 +244,23 @@ def _connection(log: WireLog) -> dict[str, Any]:
 
 def _retry_policy(args: argparse.Namespace) -> RetryPolicy:
     policy = RetryPolicy(args.retry_first, args.retry_factor, args.retry_attempts, args.retry_age)
-    if policy.first_delay <= 0 or policy.factor < 1 or policy.max_attempts < 1:
-        raise CLIError("--retry-first must be > 0, --retry-factor >= 1, --retry-attempts >= 1")
+    if not (
+        0 < policy.first_delay <= MAX_SECONDS
+        and 1 <= policy.factor <= MAX_SECONDS
+        and policy.max_attempts >= 1
+        and 0 <= policy.max_age <= MAX_SECONDS
+    ):
+        raise CLIError(
+            f"--retry-first must be > 0, --retry-factor >= 1, --retry-attempts >= 1, "
+            f"--retry-age >= 0, each a number up to {MAX_SECONDS:g}"
+        )
     return policy
+
+
+#: The longest time an option takes (a year): every later date must stay a date.
+MAX_SECONDS = 365 * 24 * 3600.0
+#: The longest --latency: a round trip longer than this is a server that is down.
+MAX_LATENCY = 60.0
 
 
 def _latency(text: str) -> tuple[str, float]:
@@ -231,27 +270,44 @@ def _latency(text: str) -> tuple[str, float]:
         value = float(seconds)
     except ValueError:
         value = -1.0
-    if not host or value < 0:
+    if not host or not 0 <= value <= MAX_LATENCY:  # also refuses nan
         raise argparse.ArgumentTypeError(
-            f"expected HOST=SECONDS (like mx1.example.org=0.02): {text}"
+            f"expected HOST=SECONDS, 0 to {MAX_LATENCY:g} s (like mx1.example.org=0.02): {text}"
         )
     return host.lower(), value
 
 
-def _print_table(lab: Lab, state: Path) -> None:
+def _table(lab: Lab, state: Path) -> str:
     """What a mail program needs: servers and ports, users, the CA, how to verify names."""
-    print(lab.table())
-    for user in lab.world.users:
-        print(f"user {user.address} password {user.password}")
-    print(f"CA file {lab.ca.cert_path}")
-    print(
-        "  certificates name the hosts above, not 127.0.0.1: connect to 127.0.0.1 and verify\n"
-        "  the host name (curl --resolve HOST:PORT:127.0.0.1 --cacert CA; msmtp\n"
-        "  tls_host_override HOST; swaks 20201014 checks only the chain: --tls-verify\n"
-        "  --tls-ca-path CA). The README has a complete example for each."
+    return "\n".join(
+        [
+            lab.table(),
+            *(f"user {user.address} password {user.password}" for user in lab.world.users),
+            f"CA file {lab.ca.cert_path}",
+            "  certificates name the hosts above, not 127.0.0.1: connect to 127.0.0.1 and verify\n"
+            "  the host name (curl --resolve HOST:PORT:127.0.0.1 --cacert CA; msmtp\n"
+            "  tls_host_override HOST; swaks 20201014 checks only the chain: --tls-verify\n"
+            "  --tls-ca-path CA). The README has a complete example for each.",
+            f"state file {state}  (smtplab send/fetch/dns/queue --lab {state})",
+            "Press Ctrl-C to stop.",
+        ]
     )
-    print(f"state file {state}  (smtplab send/fetch/dns/queue --lab {state})")
-    print("Press Ctrl-C to stop.", flush=True)
+
+
+def _dropped_note(as_json: bool) -> Callable[[int], str]:
+    """The line that tells a reader who did not keep up how many lines it missed."""
+
+    def note(count: int) -> str:
+        text = f"{count} line{'s' if count != 1 else ''} dropped: stdout was not read in time"
+        if as_json:
+            return json.dumps({"event": "dropped", "lines": count, "text": text})
+        return f"({text})"
+
+    return note
+
+
+#: After a stop, how long a slow reader gets to take the lines still waiting for it.
+PRINT_GRACE = 1.0
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -260,13 +316,10 @@ def _up(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stopping.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     world = load_world(args.world) if args.world else None
-    root = None
-    if args.root:
-        root = args.root.resolve()
-        root.mkdir(parents=True, exist_ok=True)
+    root = _lab_root(args.root) if args.root else None
     retrieval = False if args.no_pop_imap else "auto"
     try:
         # Held until we listen: what a restart delivers is printed like any delivery.
@@ -286,52 +339,79 @@ def _up(args: argparse.Namespace) -> int:
         raise CLIError(f"{error}; pick another --port-base") from None
     except ValueError as error:  # a port base out of range
         raise CLIError(str(error)) from None
+    except OSError as error:  # a root the lab cannot write in
+        raise CLIError(f"cannot start the lab in {root or 'a new folder'}: {error}") from None
     output: queue.Queue[WireLog | dict[str, Any]] = queue.Queue()
-    with lab:
-        for host, seconds in args.latency:
-            if host not in lab.servers:
-                raise CLIError(f"--latency: the lab has no server {host!r}")
-            lab.server(host).slow_down(seconds)
-        lab.journal.listen(lambda log: log.view == "server" and output.put(log))
-        lab.journeys.listen(
-            lambda message_id, step: (
-                step.kind in QUEUE_EVENTS and output.put(_queue_event(message_id, step))
-            )
-        )
-        state = lab.root / STATE_FILE
-        described = {**lab.describe(), "root": str(lab.root), "state": str(state)}
-        _write_state(state, described)
-        try:
-            if args.json:
-                print(json.dumps(described), flush=True)
-            else:
-                _print_table(lab, state)
-            if lab.mailstore is None and retrieval:
-                print(f"POP3/IMAP not started: {lab.mailstore_unavailable}", file=sys.stderr)
-            if args.hold:
-                lab.hold()  # again, now that we listen: reports what the queues hold
-            else:
-                lab.release()
-            while not stopping.is_set():
-                try:
-                    item = output.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-                if isinstance(item, WireLog):
-                    item = _connection(item)
-                if args.json:
-                    print(json.dumps(item), flush=True)
-                elif item["event"] == "queue":
-                    print(_event_line(item), flush=True)
-                else:
-                    print(
-                        f"\n--- {item['client']} → {item['server']}\n{item['transcript']}",
-                        flush=True,
-                    )
-        finally:
-            state.unlink(missing_ok=True)
+    printer = LinePrinter(sys.stdout.fileno(), _dropped_note(args.json))
+    try:
+        with lab:
+            _serve(args, lab, output, printer, stopping)
+    finally:
+        printer.close(PRINT_GRACE)
     print("lab stopped", file=sys.stderr)
     return 0
+
+
+def _lab_root(given: Path) -> Path:
+    """``up --root DIR``: the folder, made if need be, or CLIError (a file, no permission)."""
+    root = given.resolve()
+    if root.exists() and not root.is_dir():
+        raise CLIError(f"--root {given}: not a folder")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CLIError(f"--root {given}: {error.strerror or error}") from None
+    return root
+
+
+def _serve(
+    args: argparse.Namespace,
+    lab: Lab,
+    output: queue.Queue[WireLog | dict[str, Any]],
+    printer: LinePrinter,
+    stopping: threading.Event,
+) -> None:
+    """Print the lab, then its conversations and queue events until ``stopping`` is set.
+
+    Printing never waits on the reader (see :mod:`smtplab.printer`), so a signal is
+    answered within one ``output`` poll whatever the reader does.
+    """
+    for host, seconds in args.latency:
+        if host not in lab.servers:
+            raise CLIError(f"--latency: the lab has no server {host!r}")
+        lab.server(host).slow_down(seconds)
+    lab.journal.listen(lambda log: log.view == "server" and output.put(log))
+    lab.journeys.listen(
+        lambda message_id, step: (
+            step.kind in QUEUE_EVENTS and output.put(_queue_event(message_id, step))
+        )
+    )
+    state = lab.root / STATE_FILE
+    described = {**lab.describe(), "root": str(lab.root), "state": str(state)}
+    _write_state(state, described)
+    try:
+        printer.put(json.dumps(described) if args.json else _table(lab, state))
+        if lab.mailstore is None and not args.no_pop_imap:
+            print(f"POP3/IMAP not started: {lab.mailstore_unavailable}", file=sys.stderr)
+        if args.hold:
+            lab.hold()  # again, now that we listen: reports what the queues hold
+        else:
+            lab.release()
+        while not stopping.is_set():
+            try:
+                item = output.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if isinstance(item, WireLog):
+                item = _connection(item)
+            if args.json:
+                printer.put(json.dumps(item))
+            elif item["event"] == "queue":
+                printer.put(_event_line(item))
+            else:
+                printer.put(f"\n--- {item['client']} → {item['server']}\n{item['transcript']}")
+    finally:
+        state.unlink(missing_ok=True)
 
 
 # --- commands on a running lab ------------------------------------------------------------------
@@ -350,12 +430,48 @@ def _state(args: argparse.Namespace) -> dict[str, Any]:
             "which lab? pass --lab FILE or --root DIR (smtplab up prints its state file), "
             "or set SMTPLAB_LAB"
         )
+    if not path.exists():
+        raise CLIError(f"no lab state at {path}: is `smtplab up` running?")
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CLIError(f"no lab state at {path}: is `smtplab up` running?") from None
-    except (OSError, json.JSONDecodeError) as error:
-        raise CLIError(f"cannot read the lab state {path}: {error}") from None
+        state = json.loads(read_text(path, "the lab state"))
+    except (ValueError, RecursionError) as error:
+        raise CLIError(f"the lab state {path} is not JSON: {error}") from None
+    problem = _state_problem(state)
+    if problem:
+        raise CLIError(f"{path} is not a state file of `smtplab up` ({problem})")
+    return state  # type: ignore[no-any-return]
+
+
+#: What the commands read from a state file, and of what kind (``up --json`` writes more).
+_STATE_KEYS = {"servers": list, "users": list, "dns": dict, "ca_cert": str, "root": str}
+_SERVER_KEYS = {"role": str, "host": str, "port": int, "domains": list}
+_USER_KEYS = {"address": str, "password": str}
+_DNS_KEYS = {"host": str, "port": int}
+
+
+def _state_problem(state: object) -> str | None:
+    """What is wrong with a parsed state file, or None: the commands may rely on its shape."""
+
+    def wrong(item: object, keys: dict[str, type], where: str) -> str | None:
+        if not isinstance(item, dict):
+            return f"{where} is not an object"
+        missing = next((k for k, kind in keys.items() if not isinstance(item.get(k), kind)), None)
+        return None if missing is None else f"{where}: no {keys[missing].__name__} {missing!r}"
+
+    problems = [wrong(state, _STATE_KEYS, "the top level")]
+    if problems[0] is None:
+        assert isinstance(state, dict)
+        problems += [wrong(state["dns"], _DNS_KEYS, "dns")]
+        problems += [
+            wrong(s, _SERVER_KEYS, f"servers[{i}]") for i, s in enumerate(state["servers"])
+        ]
+        problems += [wrong(u, _USER_KEYS, f"users[{i}]") for i, u in enumerate(state["users"])]
+        problems += [
+            f"servers[{i}].domains holds a non-name"
+            for i, s in enumerate(state["servers"])
+            if isinstance(s, dict) and not all(isinstance(d, str) for d in s.get("domains", []))
+        ]
+    return next((p for p in problems if p), None)
 
 
 def _smtp_server(state: dict[str, Any], host: str) -> dict[str, Any]:
@@ -379,33 +495,42 @@ def _password(state: dict[str, Any], address: str, given: str | None) -> str:
 
 def _context(state: dict[str, Any]) -> ssl.SSLContext:
     """Trust the lab CA only, and check host names (as the lab's own clients do)."""
-    return ssl.create_default_context(cafile=state["ca_cert"])
+    try:
+        return ssl.create_default_context(cafile=state["ca_cert"])
+    except (OSError, ssl.SSLError) as error:
+        raise CLIError(f"cannot use the lab CA {state['ca_cert']}: {error}") from None
 
 
 def _domain(address: str) -> str:
     return address.rpartition("@")[2].lower()
 
 
+def _check_helo(name: str) -> str:
+    """``--helo``: what RFC 5321 §4.1.1.1 allows after EHLO, a Domain or an address literal
+    (in US-ASCII: smtplib sends nothing else), or InvalidInput."""
+    check_header_text("helo", name)
+    parsed = parse_path(f"<postmaster@{name}>") if name.isascii() else None
+    if parsed is None or parsed[0] != f"postmaster@{name}" or parsed[2]:
+        raise InvalidInput(
+            "helo", f"{name!r} is not a host name or an address literal like [192.0.2.1]"
+        )
+    return name
+
+
+def _message_file(path: Path) -> bytes:
+    """``--message FILE`` with CRLF line ends, or CLIError (missing, a folder, too large)."""
+    raw = read_limited(path, MAX_MESSAGE_SIZE, "the message file")
+    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
 def _send(args: argparse.Namespace) -> int:
-    state = _state(args)
-    try:
-        sender = check_address("from", args.sender)
-        recipients = [check_address("to", r) for r in args.to]
-    except InvalidInput as error:
-        raise CLIError(str(error)) from None
-    if args.via:
-        server = _smtp_server(state, args.via)
-    else:
-        submission = [
-            s
-            for s in state["servers"]
-            if s["role"] == "submission" and _domain(sender) in s["domains"]
-        ]
-        if not submission:
-            raise CLIError(f"no submission server serves {_domain(sender)}: pass --via HOST")
-        server = submission[0]
+    sender = check_address("from", args.sender)
+    recipients = [check_address("to", r) for r in args.to]
+    helo = _check_helo(args.helo)
+    if args.password is not None:
+        check_password("password", args.password)
     if args.message:
-        raw = args.message.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        raw = _message_file(args.message)
     else:
         message = build_message(
             sender,
@@ -417,10 +542,22 @@ def _send(args: argparse.Namespace) -> int:
             message_id=make_msgid(domain=_domain(sender)),
         )
         raw = message.as_bytes(policy=email.policy.SMTP)
+    state = _state(args)
+    if args.via is not None:
+        server = _smtp_server(state, args.via)
+    else:
+        submission = [
+            s
+            for s in state["servers"]
+            if s["role"] == "submission" and _domain(sender) in s["domains"]
+        ]
+        if not submission:
+            raise CLIError(f"no submission server serves {_domain(sender)}: pass --via HOST")
+        server = submission[0]
     role, context = server["role"], _context(state)
     client = RecordingClient(
         server["host"],
-        client_name=args.helo,
+        client_name=helo,
         implicit_tls=context if role == "submissions" else None,
     )
     try:
@@ -443,6 +580,9 @@ def _send(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
+    address = check_address("address", args.address).lower()
+    if args.password is not None:
+        check_password("password", args.password)
     state = _state(args)
     role = f"{args.protocol}s" if args.tls == "implicit" else args.protocol
     listeners = [s for s in state["servers"] if s["role"] == role]
@@ -451,8 +591,8 @@ def _fetch(args: argparse.Namespace) -> int:
     result = fetch_mailbox(
         listeners[0]["host"],
         listeners[0]["port"],
-        args.address.lower(),
-        _password(state, args.address, args.password),
+        address,
+        _password(state, address, args.password),
         protocol=args.protocol,
         tls=args.tls,
         context=_context(state),
@@ -473,8 +613,7 @@ def _names(state: dict[str, Any]) -> list[str]:
     return sorted(names, key=lambda n: (list(reversed(n.split("."))), n))
 
 
-def _ask(state: dict[str, Any], name: str, rdtype: str) -> dns.message.Message:
-    query = dns.message.make_query(name, rdtype)
+def _ask(state: dict[str, Any], query: dns.message.Message) -> dns.message.Message:
     where = state["dns"]["host"], state["dns"]["port"]
     try:
         response, _ = dns.query.udp_with_fallback(query, where[0], timeout=5, port=where[1])
@@ -483,17 +622,33 @@ def _ask(state: dict[str, Any], name: str, rdtype: str) -> dns.message.Message:
     return response
 
 
-def _dns(args: argparse.Namespace) -> int:
-    state = _state(args)
-    rdtype = args.type.upper()
+def _record_type(text: str) -> str:
+    """``dns TYPE``: a record type to ask the lab DNS for (or ANY), or CLIError; type 0,
+    AXFR, IXFR, OPT and the other meta types are no question to ask it."""
     try:
-        dns.rdatatype.from_text(rdtype)
-    except dns.rdatatype.UnknownRdatatype:
-        raise CLIError(f"unknown record type {args.type!r}") from None
-    names = [args.name] if args.name else _names(state)
+        rdtype = dns.rdatatype.from_text(text.upper())
+    except (dns.rdatatype.UnknownRdatatype, ValueError):
+        raise CLIError(
+            f"unknown record type {text!r} (MX, A, TXT, ... or TYPE1 to TYPE65535)"
+        ) from None
+    if rdtype != dns.rdatatype.ANY and (rdtype == 0 or dns.rdatatype.is_metatype(rdtype)):
+        raise CLIError(f"{text!r} is not a record type to ask for (MX, A, TXT, ... or ANY)")
+    return dns.rdatatype.to_text(rdtype)
+
+
+def _dns(args: argparse.Namespace) -> int:
+    rdtype = _record_type(args.type)
+    names = [args.name] if args.name is not None else None
+    try:
+        queries = [dns.message.make_query(name, rdtype) for name in names or []]
+    except dns.exception.DNSException as error:
+        raise CLIError(f"{args.name!r} is not a DNS name: {error}") from None
+    state = _state(args)
+    if names is None:
+        queries = [dns.message.make_query(name, rdtype) for name in _names(state)]
     status = 0
-    for name in names:
-        response = _ask(state, name, rdtype)
+    for query in queries:
+        response = _ask(state, query)
         rows = [
             f"{rrset.name.to_text():<28} {rrset.ttl:>6} IN {kind:<6} {rd.to_text()}"
             for rrset in response.answer
@@ -502,48 +657,62 @@ def _dns(args: argparse.Namespace) -> int:
         ]
         if rows:
             print("\n".join(rows))
-        elif args.name:
+        elif names:
             rcode = response.rcode()
             why = (
                 "outside the lab's zones" if rcode == dns.rcode.REFUSED else f"no {rdtype} records"
             )
-            print(f"{name}: {dns.rcode.to_text(rcode)} ({why})")
+            asked = query.question[0].name.to_text(omit_final_dot=True)
+            print(f"{asked}: {dns.rcode.to_text(rcode)} ({why})")
             status = 1
     return status
 
 
 def _queue(args: argparse.Namespace) -> int:
+    """List the spools of ROOT; an entry that cannot be read is named on stderr (status 1)."""
     root = args.root
     if root is None:
         root = Path(_state(args)["root"])
+    elif not root.is_dir():
+        raise CLIError(f"--root {root}: {'not a folder' if root.exists() else 'no such folder'}")
     spool = root / "spool"
     entries = []
+    unreadable = 0
     for folder in sorted(spool.glob("*/queue")) if spool.is_dir() else []:
         for path in sorted(folder.iterdir()):
-            with contextlib.suppress(FileNotFoundError):  # delivered while we looked
+            try:
                 head, _, message = path.read_bytes().partition(b"\n")
-                data = json.loads(head)
-                entries.append(
-                    {
-                        "server": folder.parent.name,
-                        "qid": data.get("qid", path.name),
-                        "sender": data.get("sender", ""),
-                        "recipients": [r["address"] for r in data.get("recipients", [])],
-                        "domain": data.get("domain", ""),
-                        "attempts": data.get("attempts", 0),
-                        "next_attempt": data.get("next_attempt", 0.0),
-                        "held": data.get("held_since") is not None,
-                        "subject": StoredMessage(path.name, message).subject,  # bounded
-                        "size": len(message),
-                    }
+                entry = QueueEntry.from_json(head)
+            except FileNotFoundError:  # delivered while we looked
+                continue
+            except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
+                print(
+                    f"smtplab queue: {path} is not a queue entry: {error!r:.200}", file=sys.stderr
                 )
+                unreadable += 1
+                continue
+            entries.append(
+                {
+                    "server": folder.parent.name,
+                    "qid": entry.qid,
+                    "sender": entry.sender,
+                    "recipients": [r.address for r in entry.recipients],
+                    "domain": entry.domain,
+                    "attempts": entry.attempts,
+                    "next_attempt": entry.next_attempt,
+                    "held": entry.held_since is not None,
+                    "subject": StoredMessage(path.name, message).subject,  # bounded
+                    "size": len(message),
+                }
+            )
+    status = 1 if unreadable else 0
     if args.json:
         for entry in entries:
             print(json.dumps(entry))
-        return 0
+        return status
     if not entries:
         print("the queues are empty")
-        return 0
+        return status
     now = time.time()
     for e in entries:
         due = e["next_attempt"] - now
@@ -555,7 +724,7 @@ def _queue(args: argparse.Namespace) -> int:
         for recipient in e["recipients"]:
             print(f"    -> <{recipient}>")
     print(f"{len(entries)} message{'s' if len(entries) != 1 else ''} queued")
-    return 0
+    return status
 
 
 # --- the parser ---------------------------------------------------------------------------------
@@ -565,20 +734,20 @@ def _locate(command: argparse.ArgumentParser) -> None:
     where = command.add_argument_group("which lab", "the `smtplab up` to talk to")
     where.add_argument(
         "--lab",
-        type=Path,
+        type=_path,
         metavar="FILE",
         help="the state file `smtplab up` printed (default: $SMTPLAB_LAB)",
     )
     where.add_argument(
         "--root",
-        type=Path,
+        type=_path,
         metavar="DIR",
         help="the --root given to `smtplab up` (default: --lab, then $SMTPLAB_LAB)",
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="smtplab",
         description="The smtplab mail world from a terminal: start it with `smtplab up`, "
         "then use it with real mail programs or the other commands.",
@@ -599,13 +768,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--root",
-        type=Path,
+        type=_path,
         metavar="DIR",
         help="keep mailboxes and queues in DIR across restarts (default: a temporary folder)",
     )
     up.add_argument(
         "--world",
-        type=Path,
+        type=_path,
         metavar="FILE",
         help="a topology file, .toml or .json (default: the chapters' world)",
     )
@@ -705,7 +874,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--body", default=DEFAULT_BODY, help="the text (default: a test sentence)")
     send.add_argument(
         "--message",
-        type=Path,
+        type=_path,
         metavar="FILE",
         help="send this RFC 5322 file as it is (default: build one from --subject and --body)",
     )
@@ -781,13 +950,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(text: str) -> str:
+    """``text`` with what a terminal would not show as text escaped (line breaks, control
+    characters, lone surrogates from undecodable argv bytes): an error stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors in one line like every other error (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{one_line(f'{self.prog}: {message}')} (see {self.prog} --help)\n")
+
+
+def _path(text: str) -> Path:
+    """A FILE or DIR argument: an empty one would be the current folder, so it is refused."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path")
+    return Path(text)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every error is one line on stderr and exit status 2, never a
+    traceback (an interrupt is status 130, a reader who closed stdout ends it quietly)."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):  # text from the wire or argv, never a crash
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))
     except (CLIError, InvalidInput) as error:
-        print(f"smtplab {args.command}: {error}", file=sys.stderr)
+        print(one_line(f"smtplab {args.command}: {error}"), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"smtplab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `smtplab dns | head -1`: stop, and let nothing flush into it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

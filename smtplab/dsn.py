@@ -34,6 +34,7 @@ from typing import Literal, cast
 
 from smtplab import reader
 from smtplab.protocol import CRLF, normalize_newlines, parse_reply_line, split_enhanced
+from smtplab.replies import BAD_DSN_PARAMETER
 
 Ret = Literal["FULL", "HDRS"]
 Action = Literal["failed", "delayed", "delivered", "relayed", "expanded"]
@@ -93,9 +94,9 @@ _UNWRITABLE = "backslashreplace"
 class DSNParamError(ValueError):
     """A malformed DSN parameter; ``reply`` is what the server answers the command with."""
 
-    def __init__(self, reply: str) -> None:
-        super().__init__(reply)
-        self.reply = reply
+    def __init__(self, keyword: str, why: str) -> None:
+        self.reply = BAD_DSN_PARAMETER(keyword=keyword, why=why)
+        super().__init__(self.reply)
 
 
 @dataclass(frozen=True)
@@ -128,12 +129,12 @@ def xtext_encode(text: str) -> str:
 def xtext_decode(text: str, what: str = "xtext") -> str:
     """Undo :func:`xtext_encode`; a malformed value is a 501 about ``what``."""
     if not _XTEXT.fullmatch(text):
-        raise DSNParamError(f"501 5.5.4 Bad {what} syntax")
+        raise DSNParamError(what, "not xtext (RFC 3461 §4)")
     raw = re.sub(rb"\+([0-9A-Fa-f]{2})", lambda m: bytes([int(m[1], 16)]), text.encode())
     try:
         return raw.decode()
     except UnicodeDecodeError:
-        raise DSNParamError(f"501 5.5.4 Bad {what} syntax: not UTF-8") from None
+        raise DSNParamError(what, "not UTF-8") from None
 
 
 def _take(params: list[str], keywords: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
@@ -146,9 +147,9 @@ def _take(params: list[str], keywords: tuple[str, ...]) -> tuple[list[str], dict
         if key not in keywords:
             rest.append(word)
         elif key in found:
-            raise DSNParamError(f"501 5.5.4 Duplicate {key} parameter")
+            raise DSNParamError(key, "given twice")
         elif not eq or not value:
-            raise DSNParamError(f"501 5.5.4 Bad {key} syntax: a value is required")
+            raise DSNParamError(key, "a value is required")
         else:
             found[key] = value
     return rest, found
@@ -159,11 +160,11 @@ def split_mail_params(params: list[str]) -> tuple[list[str], MailDSN]:
     rest, found = _take(params, ("RET", "ENVID"))
     ret = found.get("RET", "").upper() or None
     if ret not in (None, "FULL", "HDRS"):
-        raise DSNParamError("501 5.5.4 Bad RET parameter: use RET=FULL or RET=HDRS")
+        raise DSNParamError("RET", "use RET=FULL or RET=HDRS")
     envid = found.get("ENVID")
     if envid is not None:
         if len(envid) > ENVID_LIMIT:
-            raise DSNParamError(f"501 5.5.4 ENVID is longer than {ENVID_LIMIT} characters")
+            raise DSNParamError("ENVID", f"longer than {ENVID_LIMIT} characters")
         envid = xtext_decode(envid, "ENVID")
     return rest, MailDSN(cast("Ret | None", ret), envid)
 
@@ -174,14 +175,14 @@ def split_rcpt_params(params: list[str]) -> tuple[list[str], RcptDSN]:
     notify = frozenset(found.get("NOTIFY", "").upper().split(",")) - {""}
     if "NOTIFY" in found:
         if "" in found["NOTIFY"].split(",") or not notify <= {*NOTIFY_KEYWORDS, "NEVER"}:
-            raise DSNParamError("501 5.5.4 Bad NOTIFY: use NEVER, or SUCCESS, FAILURE, DELAY")
+            raise DSNParamError("NOTIFY", "use NEVER, or SUCCESS, FAILURE, DELAY")
         if "NEVER" in notify and len(notify) > 1:
-            raise DSNParamError("501 5.5.4 NOTIFY=NEVER cannot be combined with other values")
+            raise DSNParamError("NOTIFY", "NEVER cannot be combined with other values")
     orcpt = found.get("ORCPT")
     if orcpt is not None:
         kind, semicolon, address = orcpt.partition(";")
         if not semicolon or not address or not _ADDR_TYPE.fullmatch(kind):
-            raise DSNParamError("501 5.5.4 Bad ORCPT syntax: use ORCPT=rfc822;address")
+            raise DSNParamError("ORCPT", "use ORCPT=rfc822;address")
         orcpt = f"{kind};{xtext_decode(address, 'ORCPT')}"
     return rest, RcptDSN(notify, orcpt)
 

@@ -120,6 +120,12 @@ SENDER_NOT_OWNED = ServerReply(
     "RFC 6409 §6.1, §4.2; RFC 3463 §3.8",
 )
 
+# -- DSN parameters on MAIL and RCPT (RFC 3461 §4) -----------------------------------------
+#: ``{keyword}`` is NOTIFY, ORCPT, RET or ENVID; ``{why}`` says what is wrong with it.
+BAD_DSN_PARAMETER = ServerReply(
+    501, "5.5.4", "Bad {keyword} parameter: {why}", "RFC 3461 §4.1-§4.4; RFC 3463 §3.6"
+)
+
 # -- after DATA (RFC 5321 §4.1.1.4, §6.1, §6.3) ----------------------------------------------
 QUEUED = ServerReply(250, "2.0.0", "Ok: queued as {queue_id}", "RFC 5321 §4.1.1.4, §6.1")
 NOT_STORED = ServerReply(

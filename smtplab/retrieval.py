@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from smtplab.maildir import StoredMessage
-from smtplab.transcript import CLIENT_PREFIX, INFO_PREFIX, MASK, SERVER_PREFIX
+from smtplab.transcript import CLIENT_PREFIX, INFO_PREFIX, MASK, SERVER_PREFIX, data_summary
 from smtplab.wire import ChunkKind, ReadTap, WireLog
 from smtplab.world import LOOPBACK
 
@@ -230,10 +230,7 @@ class _Parser:
         if self.body is not None:
             if text == ".":
                 data = bytes(self.body)
-                count = data.count(b"\n")
-                summary = (
-                    f"[message data: {count} line{'s' if count != 1 else ''}, {len(data)} bytes]"
-                )
+                summary = data_summary(data.count(b"\n"), len(data))
                 self.lines.append(RetrievalLine("server", summary, data=data))
                 self.lines.append(RetrievalLine("server", "."))
                 self.body = None

@@ -258,12 +258,15 @@ class Transcript:
         return transcript_html(self)
 
 
+def data_summary(lines: int, size: int) -> str:
+    """``[message data: 3 lines, 120 bytes]``: how a transcript shows a message in brief."""
+    return f"[message data: {lines} line{'s' if lines != 1 else ''}, {size} bytes]"
+
+
 def _data_summary(data: Data) -> str:
     """Lines and octets of the message itself: RFC 1870 §5 counts neither the terminating
     dot nor the doubled dots of dot-stuffing, and the dot is shown on its own line."""
-    count = len(data.lines)
-    size = len(dot_unstuff(data.wire))
-    return f"[message data: {count} line{'s' if count != 1 else ''}, {size} bytes]"
+    return data_summary(len(data.lines), len(dot_unstuff(data.wire)))
 
 
 def _html_line(side: Side, body: str) -> str:

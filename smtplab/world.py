@@ -8,7 +8,9 @@ appear in a transcript.
 
 from __future__ import annotations
 
+import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -80,6 +82,40 @@ def check_password(field: str, password: str) -> str:
     return password
 
 
+#: RFC 1035 §2.3.1 with RFC 1123 §2.1 (a label may start with a digit): letters, digits and
+#: inner hyphens, 1 to 63 of them (§2.3.4). Lower case: the lab compares names in lower case.
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+#: RFC 1035 §2.3.4: 255 octets on the wire, so at most 253 characters written out.
+MAX_NAME_LENGTH = 253
+
+
+def check_host_name(field: str, name: object) -> str:
+    """A domain or host name of the lab, or InvalidInput saying what is wrong with it.
+
+    The name becomes a DNS owner name, a certificate's subject, a folder under the
+    root and a key the lab looks things up by, so it is one plain form only: dot-separated
+    labels of lower-case letters, digits and inner hyphens, no trailing dot.
+    """
+    if not isinstance(name, str):
+        raise InvalidInput(field, f"must be a host name, not {type(name).__name__}")
+    if not name:
+        raise InvalidInput(field, "a host name is required")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidInput(
+            field, f"{name[:40]!r}...: at most {MAX_NAME_LENGTH} characters (RFC 1035 §2.3.4)"
+        )
+    for label in name.split("."):
+        if not label:
+            raise InvalidInput(field, f"{name!r} has an empty label (a dot at an end or '..')")
+        if not _LABEL.fullmatch(label):
+            raise InvalidInput(
+                field,
+                f"{name!r}: {label[:70]!r} is not a host name label: lower-case letters, digits "
+                "and inner hyphens, at most 63 (RFC 1035 §2.3.1, RFC 1123 §2.1)",
+            )
+    return name
+
+
 @dataclass(frozen=True)
 class User:
     address: str
@@ -116,17 +152,118 @@ class World:
     users: tuple[User, ...] = field(init=False)
 
     def __post_init__(self) -> None:
+        check_world(self)
         object.__setattr__(self, "users", tuple(u for d in self.domains for u in d.users))
-        for i, domain in enumerate(self.domains):
-            for j, user in enumerate(domain.users):
-                check_user_address(f"domains[{i}].users[{j}]", user.address)
-                check_password(f"domains[{i}].users[{j}].password", user.password)
 
     def domain(self, name: str) -> Domain | None:
         return next((d for d in self.domains if d.name == name.lower()), None)
 
     def user(self, address: str) -> User | None:
         return next((u for u in self.users if u.address == address.lower()), None)
+
+
+#: More servers than a lab on one machine runs: each has a thread, sockets and a certificate.
+MAX_SERVERS = 100
+
+
+def check_world(world: World) -> None:
+    """Refuse, with InvalidInput naming the field, a world the lab could not run as written.
+
+    Checked as a whole before anything starts: two servers with one host name (the
+    first kept listening, unlisted, accepting mail it never delivered), two users one
+    mailbox apart (the lab compares addresses in lower case), a host outside every
+    domain (the lab DNS, authoritative for the world's domains only, could never
+    answer for it), an MX preference that is not a 16-bit integer (RFC 1035 §3.3.9).
+    """
+    domains = _items("domains", world.domains, Domain)
+    servers = _items("servers", world.servers, ServerSpec)
+    if len(servers) > MAX_SERVERS:
+        raise InvalidInput("servers", f"at most {MAX_SERVERS}: each has its threads and sockets")
+    check_host_name("client_host", world.client_host)
+    names: dict[str, str] = {}
+    addresses: dict[str, str] = {}
+    for i, domain in enumerate(domains):
+        where = f"domains[{i}]"
+        _once(names, check_host_name(f"{where}.name", domain.name), f"{where}.name")
+        for j, user in enumerate(_items(f"{where}.users", domain.users, User)):
+            here = f"{where}.users[{j}]"
+            address = check_user_address(here, user.address)
+            check_password(f"{here}.password", user.password)
+            if user.address != address.lower():
+                raise InvalidInput(
+                    here, f"{user.address!r}: the lab compares addresses in lower case: write so"
+                )
+            if user.domain != domain.name:
+                raise InvalidInput(here, f"{address} is not in the domain {domain.name}")
+            _once(addresses, address, here)
+    zones = list(names)
+    for i, domain in enumerate(domains):
+        for j, record in enumerate(_items(f"domains[{i}].mx", domain.mx, tuple)):
+            _check_mx(f"domains[{i}].mx[{j}]", record, len(domain.mx), zones)
+    hosts: dict[str, str] = {}
+    for i, spec in enumerate(servers):
+        where = f"servers[{i}]"
+        host = _in_a_zone(f"{where}.host", check_host_name(f"{where}.host", spec.host), zones)
+        if host in ("dns", *MAILSTORE_ROLES):
+            raise InvalidInput(f"{where}.host", f"{host!r} names a port of the lab's port plan")
+        _once(hosts, host, f"{where}.host")
+        if spec.role not in SMTP_ROLES:
+            raise InvalidInput(
+                f"{where}.role", f"must be one of {', '.join(SMTP_ROLES)}, not {spec.role!r}"
+            )
+        for j, served in enumerate(_items(f"{where}.domains", spec.domains, str)):
+            if served not in names:
+                raise InvalidInput(
+                    f"{where}.domains[{j}]", f"{served!r} is not one of the world's domains"
+                )
+
+
+def _items(field: str, items: object, kind: type) -> tuple[Any, ...]:
+    """``items`` as a tuple if it is a list or tuple of ``kind``, else InvalidInput."""
+    if not isinstance(items, tuple | list):
+        raise InvalidInput(field, f"must be a tuple of {kind.__name__}, not {type(items).__name__}")
+    for n, item in enumerate(items):
+        if not isinstance(item, kind):
+            raise InvalidInput(f"{field}[{n}]", f"must be a {kind.__name__}, not {item!r:.60}")
+    return tuple(items)
+
+
+def _once(seen: dict[str, str], name: str, field: str) -> None:
+    """Remember where ``name`` was given; InvalidInput if it was given before."""
+    if name in seen:
+        raise InvalidInput(field, f"{name!r} is already {seen[name]}: each may be given once")
+    seen[name] = field
+
+
+def _in_a_zone(field: str, host: str, zones: Iterable[str]) -> str:
+    if not any(host == zone or host.endswith(f".{zone}") for zone in zones):
+        raise InvalidInput(
+            field,
+            f"{host!r} is in none of the world's domains, so the lab DNS could not answer for it",
+        )
+    return host
+
+
+def _check_mx(field: str, record: tuple[Any, ...], count: int, zones: list[str]) -> None:
+    """One ``(preference, host)``; a null MX (RFC 7505 §3) is ``(0, "")``, alone."""
+    if len(record) != 2:
+        raise InvalidInput(field, f"must be (preference, host), not {record!r:.60}")
+    preference, host = record
+    if isinstance(preference, bool) or not isinstance(preference, int):
+        raise InvalidInput(field, f"the preference must be an integer, not {preference!r:.30}")
+    if not 0 <= preference <= 65535:
+        raise InvalidInput(
+            field,
+            "the preference must be 0 to 65535 (RFC 1035 §3.3.9), not "
+            + (str(preference) if preference.bit_length() < 64 else "a number that large"),
+        )
+    if host == "":
+        if preference != 0 or count != 1:
+            raise InvalidInput(
+                field, "a null MX (no host) is the domain's only record, preference 0 (RFC 7505 §3)"
+            )
+        return
+    _in_a_zone(field, check_host_name(field, host), zones)
 
 
 def port_plan(world: World, base: int) -> dict[str, int]:

@@ -469,10 +469,13 @@ def test_up_root_keeps_mail_across_two_runs(tmp_path):
 @pytest.mark.parametrize(
     ("data", "problem"),
     [
-        ({"servers": []}, "'domains' must be a list"),
+        ({"servers": []}, "world.domains must be a list"),
         (
-            {"domains": [{"name": "a.example"}], "servers": [{"host": "h", "role": "pop"}]},
-            "role must",
+            {
+                "domains": [{"name": "a.example"}],
+                "servers": [{"host": "h.a.example", "role": "pop"}],
+            },
+            "servers[0].role: must be one of",
         ),
         (
             {
@@ -485,7 +488,7 @@ def test_up_root_keeps_mail_across_two_runs(tmp_path):
         ),
         (
             {"domains": [{"name": "a.example", "mx": [["10", "mx"]]}], "servers": []},
-            "[preference, host]",
+            "domains[0].mx[0]: the preference must be an integer",
         ),
     ],
 )

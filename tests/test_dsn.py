@@ -107,7 +107,7 @@ def test_dsn_parameters_on_the_wrong_command_are_left_alone():
         (split_rcpt_params, ["NOTIFY"], "a value is required"),
         (split_rcpt_params, ["ORCPT=bob@example.org"], "Bad ORCPT"),
         (split_rcpt_params, ["ORCPT=rfc822;bob+zz@example.org"], "Bad ORCPT"),
-        (split_rcpt_params, ["NOTIFY=DELAY", "NOTIFY=DELAY"], "Duplicate NOTIFY"),
+        (split_rcpt_params, ["NOTIFY=DELAY", "NOTIFY=DELAY"], "Bad NOTIFY parameter: given twice"),
         (split_mail_params, ["RET=BODY"], "Bad RET"),
         (split_mail_params, ["ENVID=a=b"], "Bad ENVID"),
         (split_mail_params, ["ENVID=+C3"], "not UTF-8"),
