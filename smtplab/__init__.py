@@ -1,8 +1,10 @@
 """smtplab: a miniature, real mail world on loopback, for learning how SMTP works.
 
-The public API is what this module exports; notebooks import nothing else.
+The public API is what this module exports; notebooks import nothing else. One module is
+exported whole, as a namespace: ``pipelining`` (chapter 10's ways of sending bulk mail).
 """
 
+from smtplab import pipelining
 from smtplab.client import Outcome
 from smtplab.compose import InvalidInput
 from smtplab.conversation import Conversation
@@ -61,6 +63,7 @@ __all__ = [
     "journey_overview_picture",
     "mail_agents_picture",
     "mime_tree_picture",
+    "pipelining",
     "ports_picture",
     "reply_classes_picture",
     "reply_meaning",

@@ -774,18 +774,29 @@ class Lab:
             "ca_cert": str(self.ca.cert_path),
         }
 
+    def _server_rows(
+        self,
+    ) -> tuple[list[tuple[str, str, str, int]], list[tuple[str, str, str, int]]]:
+        """(role, host, domains, port) of the SMTP servers, and of the POP3/IMAP listeners."""
+        smtp = [(s.role, s.host, " ".join(s.spec.domains), s.port) for s in self.servers.values()]
+        listeners = self.mailstore.describe() if self.mailstore else []
+        store = [(d["role"], d["host"], "(all)", d["port"]) for d in listeners]  # all domains
+        return smtp, store
+
     def table(self, *, ports: bool = True) -> str:
         """A plain-text table of servers. Notebooks leave out ports: they change every run."""
+        smtp, store = self._server_rows()
+
+        def line(role: str, host: str, domains: str, port: int) -> str:
+            where = f"{LOOPBACK}:{port}" if ports else ""
+            return f"{role:<12}{host:<20}{domains:<14}{where}".rstrip()
+
         rows = [f"{'role':<12}{'host':<20}{'domains':<14}{'listens on' if ports else ''}".rstrip()]
-        for s in self.servers.values():
-            where = f"{LOOPBACK}:{s.port}" if ports else ""
-            rows.append(f"{s.role:<12}{s.host:<20}{' '.join(s.spec.domains):<14}{where}".rstrip())
+        rows += [line(*row) for row in smtp]
         if ports:  # where mail programs and dig ask (notebooks use lab.dns instead)
             where = f"{LOOPBACK}:{self.dns_server.port} (UDP and TCP)"
             rows.append(f"{'dns':<12}{'(the lab DNS)':<20}{'(all)':<14}{where}")
-        for d in self.mailstore.describe() if self.mailstore else []:  # POP3/IMAP: all domains
-            where = f"{LOOPBACK}:{d['port']}" if ports else ""
-            rows.append(f"{d['role']:<12}{d['host']:<20}{'(all)':<14}{where}".rstrip())
+        rows += [line(*row) for row in store]
         rows += ["", "users: " + ", ".join(u.address for u in self.world.users)]
         return "\n".join(rows)
 
@@ -793,9 +804,12 @@ class Lab:
         printer.text(f"{self!r}\n{self.table(ports=False)}")
 
     def _repr_html_(self) -> str:
+        """The table of every server, SMTP and POP3/IMAP, as in :meth:`table` (no ports)."""
+        smtp, store = self._server_rows()
+        cells = [(role, host, domains) for role, host, domains, _ in smtp + store]
         rows = "".join(
-            f"<tr><td>{s.role}</td><td>{s.host}</td><td>{' '.join(s.spec.domains)}</td></tr>"
-            for s in self.servers.values()
+            "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+            for row in cells
         )
         users = ", ".join(html.escape(u.address) for u in self.world.users)
         return (
@@ -855,7 +869,7 @@ class Lab:
         self.stop()
 
     def __repr__(self) -> str:
-        state = "stopped" if self._stopped else f"{len(self.servers)} servers"
+        state = "stopped" if self._stopped else f"{sum(map(len, self._server_rows()))} servers"
         return f"<Lab {self.name!r}: {state}>"
 
 

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from smtplab import reader
 from smtplab.dovecot import IMAP_HOST, POP_HOST
 from smtplab.journey import FINAL, Journey, Step
-from smtplab.mx import Route, RouteError
+from smtplab.mx import PermanentRouteError, Route, RouteError
 from smtplab.protocol import REPLY_CLASSES, reply_meaning
 from smtplab.transcript import _COLOUR as SIDE_COLOURS
 from smtplab.transcript import Command, Data, Reply, TLSStarted, Transcript
@@ -833,10 +833,12 @@ ROUTE_STATIONS = (
     Station("implicit", (2, 2), ("implicit MX", "the domain itself, preference 0"), "dns"),
     Station("refuse-550", (3, 2), ("550 5.1.2", "bounce: permanent"), "error"),
     Station("retry-451", (4, 2), ("451 4.4.3", "keep it queued, retry later"), "retry"),
-    Station("addresses", (1, 3), ("A/AAAA", "the addresses of each host"), "dns", span=2),
-    Station("route", (1, 4), ("route", "try the hosts in order; on failure the next"), "server"),
+    Station("none-left", (0, 3), ("550 5.4.4", "no host closer than me: bounce"), "error"),
+    Station("self", (1, 3), ("am I listed?", "a relay drops its own and worse records"), "dns"),
+    Station("addresses", (1, 4), ("A/AAAA", "the addresses of each host"), "dns", span=2),
+    Station("route", (1, 5), ("route", "try the hosts in order; on failure the next"), "server"),
     Station(
-        "no-address", (2, 4), ("no address", "MX hosts: 451 4.4.4; implicit: 550 5.1.2"), "error"
+        "no-address", (2, 5), ("no address", "MX hosts: 451 4.4.4; implicit: 550 5.1.2"), "error"
     ),
 )
 ROUTE_LINKS = (
@@ -849,17 +851,20 @@ ROUTE_LINKS = (
     Link("nodata", "implicit", tone="dns"),
     Link("nxdomain", "refuse-550", tone="error"),
     Link("failure", "retry-451", tone="retry"),
-    Link("order", "addresses", tone="dns"),
+    Link("order", "self", tone="dns"),
+    Link("self", "none-left", tone="error"),
+    Link("self", "addresses", tone="dns"),
     Link("implicit", "addresses", tone="dns"),
     Link("addresses", "route", tone="server"),
     Link("addresses", "no-address", tone="error"),
 )
 ANSWER_PATHS = {  # how DNS answered the MX question -> the stations down to the result
-    "mx": ("lookup", "mx", "order", "addresses"),
+    "mx": ("lookup", "mx", "order", "self", "addresses"),
     "implicit-mx": ("lookup", "nodata", "implicit", "addresses"),
     "null-mx": ("lookup", "null-mx", "refuse-556"),
     "nxdomain": ("lookup", "nxdomain", "refuse-550"),
     "failure": ("lookup", "failure", "retry-451"),
+    "no-closer": ("lookup", "mx", "order", "self", "none-left"),
 }
 
 
@@ -868,6 +873,8 @@ def _answer(outcome: Route | RouteError) -> str | None:
 
     A Route, or an error that carries one, says it by its method; the others say
     it in the first line of their explanation (``MX lookup D → NXDOMAIN: ...``).
+    After MX records, only a relay that found no host closer than itself fails
+    for good (:func:`smtplab.mx.closer_than`); any other failure there is DNS's.
     """
     route = outcome if isinstance(outcome, Route) else outcome.route
     if route is not None:
@@ -877,7 +884,9 @@ def _answer(outcome: Route | RouteError) -> str | None:
         return None
     if "→ NXDOMAIN" in asked:
         return "nxdomain"
-    return "implicit-mx" if "→ no MX records" in asked else "failure"
+    if "→ no MX records" in asked:
+        return "implicit-mx"
+    return "no-closer" if isinstance(outcome, PermanentRouteError) else "failure"
 
 
 def _route_path(outcome: Route | RouteError) -> tuple[str, ...]:

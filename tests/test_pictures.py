@@ -25,6 +25,7 @@ import smtplab
 from smtplab import (
     REPLY_CLASSES,
     Lab,
+    PermanentRouteError,
     Picture,
     RetryPolicy,
     RouteError,
@@ -32,6 +33,7 @@ from smtplab import (
     default_world,
     reply_meaning,
 )
+from smtplab.mx import resolve_route
 from smtplab.widgets import journey_svg, sequence_svg
 from smtplab.world import Domain, ServerSpec, User
 
@@ -354,12 +356,12 @@ def test_the_route_chart_lights_the_path_each_dns_answer_took(lab):
     lab.dns.add_zone("broken.example")
     lab.dns.set_fault("broken.example", "servfail")
     expected = {
-        "example.org": ("lookup", "mx", "order", "addresses", "route"),
+        "example.org": ("lookup", "mx", "order", "self", "addresses", "route"),
         "example.net": ("lookup", "nodata", "implicit", "addresses", "route"),
         "nomail.example": ("lookup", "null-mx", "refuse-556"),
         "nothere.example.org": ("lookup", "nxdomain", "refuse-550"),
         "broken.example": ("lookup", "failure", "retry-451"),
-        "ghost.example": ("lookup", "mx", "order", "addresses", "no-address"),
+        "ghost.example": ("lookup", "mx", "order", "self", "addresses", "no-address"),
         "empty.example": ("lookup", "nodata", "implicit", "addresses", "no-address"),
     }
     replies = {}
@@ -381,6 +383,20 @@ def test_the_route_chart_lights_the_path_each_dns_answer_took(lab):
         "ghost.example": "451 4.4.4 No MX host of ghost.example has an address; will retry",
         "empty.example": "550 5.1.2 Domain empty.example has no MX and no A/AAAA records",
     }
+
+
+def test_the_route_chart_lights_a_relay_that_drops_itself_or_finds_no_closer_mx(lab):
+    backup = resolve_route("example.org", lab.resolver, local="mx2.example.org")
+    root = parse(smtplab.route_picture(backup))
+    assert lit(root) == {"lookup", "mx", "order", "self", "addresses", "route"}
+    assert backup.discarded in root.findtext(f"{SVG}desc")
+    lab.dns.replace("example.org", "MX", ["10 mx2.example.org."])
+    with pytest.raises(PermanentRouteError) as alone:
+        resolve_route("example.org", lab.resolver, local="mx2.example.org")
+    root = parse(smtplab.route_picture(alone.value))
+    assert lit(root) == {"lookup", "mx", "order", "self", "none-left"}
+    assert f"reply: {alone.value.reply}" in texts(root, "caption")
+    assert alone.value.reply.startswith("550 5.4.4 ")
 
 
 def test_the_route_chart_alone_lights_nothing():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
@@ -389,3 +390,16 @@ def _wait_for(predicate, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         time.sleep(0.05)
+
+
+def test_the_lab_view_lists_pop3_and_imap_beside_smtp(mail_lab):
+    page = mail_lab._repr_html_()
+    for role, host in [
+        ("mx", "mx1.example.org"),
+        ("imap", "imap.example.com"),
+        ("pop3s", "pop.example.com"),
+    ]:
+        assert f"<td>{role}</td><td>{host}</td>" in page
+    smtp, listeners = len(mail_lab.servers), len(mail_lab.mailstore.listeners)
+    assert repr(mail_lab) == f"<Lab {mail_lab.name!r}: {smtp + listeners} servers>"
+    assert page.startswith(f"<b>{html.escape(repr(mail_lab))}</b>")
