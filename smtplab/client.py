@@ -122,6 +122,16 @@ class RecordingClient(LabLoopbackMixin, smtplib.SMTP):
                 self.wire.close()
 
 
+#: The stages of a session in the order they cross the wire (a lost connection comes
+#: last); an :class:`Outcome` names its stage.
+WIRE_ORDER = ("EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "connection")
+
+
+def wire_order(stage: str) -> int:
+    """Where ``stage`` comes in :data:`WIRE_ORDER` (a stage not in it, after all)."""
+    return WIRE_ORDER.index(stage) if stage in WIRE_ORDER else len(WIRE_ORDER)
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What the server said about one recipient, and at which step."""

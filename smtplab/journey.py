@@ -102,18 +102,22 @@ class Journey:
         self.grew: Callable[[int], None] | None = None
 
     # -- written by the lab's threads -------------------------------------------
-    def add(self, step: Step) -> None:
+    def add(self, *steps: Step) -> None:
+        """Record ``steps`` in order and at once: a reader (:meth:`wait`) sees all or none,
+        so a final step and the notice it caused are never shown apart."""
         with self._changed:
-            self._steps.append(step)
-            if step.kind in FINAL:
-                for rcpt in step.recipients:
-                    self._final.setdefault(rcpt.lower(), step.kind)
+            for step in steps:
+                self._steps.append(step)
+                if step.kind in FINAL:
+                    for rcpt in step.recipients:
+                        self._final.setdefault(rcpt.lower(), step.kind)
             self._changed.notify_all()
             listeners = list(self._listeners)
         if self.grew is not None:
-            self.grew(step.cost)
-        for listener in listeners:
-            listener(step)
+            self.grew(sum(step.cost for step in steps))
+        for step in steps:
+            for listener in listeners:
+                listener(step)
 
     def on_step(self, callback: Callable[[Step], None]) -> None:
         """Call ``callback(step)`` for each new step (from the lab's threads)."""
@@ -255,14 +259,16 @@ class JourneyBook:
         with self._lock:
             return self._journeys.get(message_id)
 
-    def add(self, message_id: str | None, step: Step) -> None:
-        """Record ``step`` on the message's journey, opening one if it has none yet."""
+    def add(self, message_id: str | None, step: Step, *more: Step) -> None:
+        """Record ``step`` (and ``more`` with it, at once: :meth:`Journey.add`) on the
+        message's journey, opening one if it has none yet."""
         with self._lock:
             listeners = list(self._listeners)
             journey = None if message_id is None else self._journeys.get(message_id)
             if journey is None and message_id is not None:
                 journey = self._remember(message_id, Journey(message_id, step.recipients))
         if journey is not None:
-            journey.add(step)
-        for listener in listeners:
-            listener(message_id, step)
+            journey.add(step, *more)
+        for each in (step, *more):
+            for listener in listeners:
+                listener(message_id, each)

@@ -33,6 +33,8 @@ import dns.name
 import dns.resolver
 
 Method = Literal["mx", "implicit-mx", "null-mx"]
+#: How the last line of an explanation, its conclusion, begins.
+CONCLUSION = "route: "
 _TEMPORARY = ("timeout", "SERVFAIL", "REFUSED", "DNS error")
 
 
@@ -63,8 +65,10 @@ class Route:
 
     @property
     def decisions(self) -> list[str]:
-        """What a queue reports of it: a discarded record, then the hosts it will try."""
-        return [line for line in (self.discarded, self.explanation[-1]) if line]
+        """What a queue reports of it, in its "route" steps: a discarded record, then the
+        hosts it will try (the conclusion without its own "route: ")."""
+        plan = self.explanation[-1].removeprefix(CONCLUSION)
+        return [line for line in (self.discarded, plan) if line]
 
     def __str__(self) -> str:
         return "\n".join(self.explanation)
@@ -244,5 +248,5 @@ def resolve_route(
         text = f"No MX host of {d} has an address; will retry"
         raise TemporaryRouteError(451, "4.4.4", text, steps, route)
     plan = ", then ".join(f"{c.host} [{', '.join(c.addresses)}]" for c in candidates)
-    steps.append(f"route: try {plan}; on failure move to the next host (RFC 5321 §5.1)")
+    steps.append(f"{CONCLUSION}try {plan}; on failure move to the next host (RFC 5321 §5.1)")
     return Route(d, method, mx, tuple(candidates), tuple(steps), discarded)

@@ -66,7 +66,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import cast
 
-from smtplab.client import Outcome, RecordingClient, quit_quietly, transact
+from smtplab.client import Outcome, RecordingClient, quit_quietly, transact, wire_order
 from smtplab.clock import LabClock
 from smtplab.dsn import (
     Action,
@@ -554,7 +554,8 @@ class DeliveryQueue:
             self._open = (entry.domain, host, client)
         else:
             quit_quietly(client)
-        summary = "; ".join(sorted({f"{o.code or '---'} {o.stage}" for o in outcomes}))
+        in_wire_order = sorted(outcomes, key=lambda o: wire_order(o.stage))
+        summary = "; ".join(dict.fromkeys(f"{o.code or '---'} {o.stage}" for o in in_wire_order))
         self._step(entry, "attempt", f"→ {host}: {summary}", tuple(addresses), wire=client.wire)
         return {
             o.recipient: Handoff(o, host if o.code is not None else None, dsn) for o in outcomes
@@ -574,7 +575,8 @@ class DeliveryQueue:
                 failed.append((rcpt, handoff))
             else:
                 retry.append((rcpt, handoff))
-        # Notices are queued before the final step, so a finished journey implies them.
+        # Notices are queued before the final step and recorded right after it, at once
+        # (Journey.add): a finished journey shows them, after the event they report.
         for host in sorted({h.host for _, h in delivered if h.host is not None}):
             self._handed_to(entry, host, [(r, h) for r, h in delivered if h.host == host])
         now = time.time()
@@ -588,8 +590,8 @@ class DeliveryQueue:
             if not self._to_postmaster(entry, failed):
                 retry += failed  # not stored: it stays queued and is tried again later
         elif failed:
-            self._notify(entry, "failed", failed)
-            self._step(entry, "bounced", _reasons(failed), _addresses(failed))
+            notices = self._notify(entry, "failed", failed)
+            self._step(entry, "bounced", _reasons(failed), _addresses(failed), notices=notices)
         if not retry:
             self.spool.remove(entry.qid)
             return
@@ -600,18 +602,26 @@ class DeliveryQueue:
             next_attempt=now + delay,
             held_since=now if self._held else None,
         )
-        reason = _reasons(retry)
-        if self._held:
-            text = f"attempt {entry.attempts} failed ({reason}); held until released"
-            self._step(entry, "held", text, _addresses(retry))
-        else:
-            text = f"attempt {entry.attempts} failed ({reason}); retry in {delay:g} s"
-            self._step(entry, "retry", text, _addresses(retry), retry_at=entry.next_attempt)
+        notices: tuple[Step, ...] = ()
         if not entry.delay_notified and any(
             wants(frozenset(r.notify), "delayed") for r, _ in retry
         ):
-            self._notify(entry, "delayed", retry)
+            notices = self._notify(entry, "delayed", retry)
             entry = replace(entry, delay_notified=True)
+        reason = _reasons(retry)
+        if self._held:
+            text = f"attempt {entry.attempts} failed ({reason}); held until released"
+            self._step(entry, "held", text, _addresses(retry), notices=notices)
+        else:
+            text = f"attempt {entry.attempts} failed ({reason}); retry in {delay:g} s"
+            self._step(
+                entry,
+                "retry",
+                text,
+                _addresses(retry),
+                retry_at=entry.next_attempt,
+                notices=notices,
+            )
         self.spool.update(entry)
         self._schedule([entry])
 
@@ -621,15 +631,16 @@ class DeliveryQueue:
         """``host`` took these recipients: it is responsible now (§6.1). A success notice
         is this queue's to send only if the DSN parameters could not go on (RFC 3461
         §5.2.2); otherwise the MX that delivers sends "delivered" itself (§5.2.3)."""
-        self._notify(entry, "relayed", [(r, h) for r, h in accepted if not h.dsn_passed])
+        notices = self._notify(entry, "relayed", [(r, h) for r, h in accepted if not h.dsn_passed])
         role = self.hop.role_of(host)
         addresses = _addresses(accepted)
         if role == "mx":
-            self._step(entry, "delivered", f"{host} accepted it", addresses)
+            self._step(entry, "delivered", f"{host} accepted it", addresses, notices=notices)
         elif role in QUEUEING_ROLES:  # not final: that host's queue reports from here on
-            self._step(entry, "note", f"{host} accepted it; its queue takes it on", addresses)
+            text = f"{host} accepted it; its queue takes it on"
+            self._step(entry, "note", text, addresses, notices=notices)
         else:
-            self._step(entry, "relayed", f"{host} accepted it", addresses)
+            self._step(entry, "relayed", f"{host} accepted it", addresses, notices=notices)
 
     def _step(
         self,
@@ -640,12 +651,14 @@ class DeliveryQueue:
         *,
         wire: WireLog | None = None,
         retry_at: float | None = None,
+        notices: tuple[Step, ...] = (),
     ) -> None:
-        """Report a step of ``entry`` (about all its recipients unless others are named)."""
+        """Report a step of ``entry`` (about all its recipients unless others are named),
+        and after it, at once, the ``notices`` it caused (see :meth:`_notify`)."""
         if recipients is None:
             recipients = tuple(r.address for r in entry.recipients)
         step = Step(kind, self.host, text, recipients, wire, entry.qid, retry_at)  # type: ignore[arg-type]
-        self.journeys.add(entry.message_id, step)
+        self.journeys.add(entry.message_id, step, *notices)
 
     def _to_postmaster(
         self, entry: QueueEntry, failed: list[tuple[QueuedRecipient, Handoff]]
@@ -668,8 +681,10 @@ class DeliveryQueue:
     # -- delivery status notifications ------------------------------------------------
     def _notify(
         self, entry: QueueEntry, action: Action, results: list[tuple[QueuedRecipient, Handoff]]
-    ) -> None:
-        """Queue a DSN to the sender for the recipients that asked for this ``action``."""
+    ) -> tuple[Step, ...]:
+        """Queue a DSN to the sender for the recipients that asked for this ``action``;
+        return its journey step (none if no notice is due), for the caller to record
+        after the step it reports."""
         wanted = [(r, h) for r, h in results if wants(frozenset(r.notify), action)]
         statuses = tuple(
             RecipientStatus(
@@ -684,7 +699,7 @@ class DeliveryQueue:
         )
         dsn = MailDSN(cast(Ret | None, entry.ret), entry.envid)
         original = Original(entry.qid, entry.message_id, entry.sender, entry.arrival, dsn)
-        self._report(original, action, statuses, self.spool.message(entry.qid))
+        return self._report(original, action, statuses, self.spool.message(entry.qid))
 
     def report_delivered(
         self,
@@ -704,12 +719,14 @@ class DeliveryQueue:
             return
         qid, message_id = self.spool.new_qid(), message_id_of(message)
         try:
-            self._report(
+            notices = self._report(
                 Original(qid, message_id, sender, self.clock.rfc5322(), dsn),
                 "delivered",
                 statuses,
                 message,
             )
+            if notices:
+                self.journeys.add(message_id, *notices)
         except Exception as error:  # the message is stored: that stands, notice or not
             text = f"delivered notice not queued ({type(error).__name__})"
             self.journeys.add(message_id, Step("note", self.host, text, qid=qid))
@@ -720,11 +737,12 @@ class DeliveryQueue:
         action: Action,
         statuses: tuple[RecipientStatus, ...],
         message: bytes,
-    ) -> None:
-        """Queue the report on ``statuses`` to the original sender, and note it in the
-        journey of the message it is about (never a report about a report, §4.5.5)."""
+    ) -> tuple[Step, ...]:
+        """Queue the report on ``statuses`` to the original sender (never a report about a
+        report, §4.5.5); return the step that notes it in the journey of the message it is
+        about, or none if no report is due."""
         if not statuses or must_not_notify(about.sender):
-            return
+            return ()
         dsn_id = f"<{about.qid}.{action}@{self.host}>"
         report = Report(
             reporting_mta=self.host,
@@ -740,8 +758,7 @@ class DeliveryQueue:
         )
         self.accept("", [QueuedRecipient(about.sender)], build_dsn(report))
         text = f"{action} notice {dsn_id} sent to <{about.sender}>"
-        step = Step("dsn", self.host, text, tuple(s.address for s in statuses), qid=about.qid)
-        self.journeys.add(about.message_id, step)
+        return (Step("dsn", self.host, text, tuple(s.address for s in statuses), qid=about.qid),)
 
 
 @dataclass(frozen=True)

@@ -418,7 +418,7 @@ def test_quarantine_answers_250_and_files_the_message_as_junk(lab):
 def test_reject_answers_550_at_data_and_the_sender_gets_a_bounce(lab):
     lab.auth.spam.reject_at = 7.0
     result = deliver(lab, "alice@example.com", "bob@example.org", "WINNER!!!", "Claim your prize")
-    assert [s.kind for s in result.journey.steps][-1] == "bounced"
+    assert [s.kind for s in result.journey.steps][-2:] == ["bounced", "dsn"]  # then its notice
     lab.settle(10)
     assert len(lab.mailbox("bob@example.org")) == len(lab.mailbox("bob@example.org", "Junk")) == 0
     (bounce,) = lab.mailbox("alice@example.com")

@@ -618,7 +618,7 @@ def test_up_prints_queue_events_as_json_lines(tmp_path):
         def steps(qid):
             return [e["step"] for e in lab.events() if e["qid"] == qid]
 
-        assert steps("000001-1") == ["queued", "retry", "dsn", "bounced"]
+        assert steps("000001-1") == ["queued", "retry", "bounced", "dsn"]
         assert steps("000002-1") == ["queued", "attempt", "delivered"]  # the bounce to alice
         (retry,) = lab.events("retry")
         assert (retry["host"], retry["recipients"]) == ("smtp.example.com", ["dave@example.net"])
