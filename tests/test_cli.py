@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import trustme
+from smtp_peers import wait_until
 
 from smtplab.cli import CLIError, build_parser, load_world, world_from_data
 from smtplab.tlsca import LabSMTP
@@ -88,14 +89,6 @@ def curl(url: str, message: Path, *options: str) -> subprocess.CompletedProcess[
     )
 
 
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.02)
-
-
 def test_up_json_lists_servers_and_users(lab_process):
     _, described = lab_process
     roles = {(s["role"], s["host"]) for s in described["servers"]}
@@ -117,7 +110,7 @@ def test_swaks_delivers_through_the_lab(lab_process):
     assert sent.returncode == 0, sent.stdout + sent.stderr
     assert "<-  250 2.0.0 Ok: queued as" in sent.stdout
     box = mailbox.Maildir(Path(bob["maildir"]), create=False)
-    wait_for(lambda: len(box) == 1)
+    wait_until(lambda: len(box) == 1)
     assert next(iter(box))["Subject"] == "via swaks"
 
 
@@ -195,7 +188,7 @@ def subjects(described, address):
 
 
 def wait_for_subject(described, address, subject):
-    wait_for(lambda: subject in subjects(described, address))
+    wait_until(lambda: subject in subjects(described, address))
 
 
 def test_up_writes_its_json_to_a_state_file(lab_process):
@@ -524,7 +517,7 @@ class LabOutput:
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        wait_for(lambda: self.lines or self.process.poll() is not None, timeout=60)
+        wait_until(lambda: self.lines or self.process.poll() is not None, timeout=60)
         self.described = json.loads(self.lines[0]) if json_mode and self.lines else None
 
     def _read(self) -> None:
@@ -583,8 +576,8 @@ def test_a_restart_delivers_every_held_message_exactly_once(tmp_path):
         for subject in subjects_sent:
             submit(first.described, subject)
         sent_at = time.time()
-        wait_for(lambda: len(first.events("held")) == 5)
-        wait_for(lambda: time.time() > sent_at + 2 * 0.5)  # past the queue's maximum age
+        wait_until(lambda: len(first.events("held")) == 5)
+        wait_until(lambda: time.time() > sent_at + 2 * 0.5)  # past the queue's maximum age
         entries = queued(root)
         assert sorted(e["subject"] for e in entries) == subjects_sent
         assert all(e["held"] and e["attempts"] == 0 for e in entries)
@@ -592,15 +585,15 @@ def test_a_restart_delivers_every_held_message_exactly_once(tmp_path):
         assert first.events("attempt") == first.events("bounced") == []
     assert len(queued(root)) == 5  # the lab is down: the spool keeps them
     with LabOutput("--root", root, "--hold", "--no-pop-imap", *SHORT_RETRY) as second:
-        wait_for(lambda: len(second.events("held")) == 5)  # reported again, still held
+        wait_until(lambda: len(second.events("held")) == 5)  # reported again, still held
         assert subjects(second.described, "bob@example.org") == []
         assert second.events("attempt") == []
     with LabOutput("--root", root, "--no-pop-imap", *SHORT_RETRY) as third:
-        wait_for(lambda: len(third.events("delivered")) == 5)
+        wait_until(lambda: len(third.events("delivered")) == 5)
         assert len(third.events("released")) == 5
         assert sorted(subjects(third.described, "bob@example.org")) == subjects_sent
         assert third.events("bounced") == []
-        wait_for(lambda: queued(root) == [])
+        wait_until(lambda: queued(root) == [])
     assert sorted(subjects(third.described, "bob@example.org")) == subjects_sent  # exactly once
 
 
@@ -613,7 +606,7 @@ def write_world(tmp_path: Path) -> Path:
 def test_up_prints_queue_events_as_json_lines(tmp_path):
     with LabOutput("--world", write_world(tmp_path), "--no-pop-imap", *SHORT_RETRY) as lab:
         message_id = submit(lab.described, "to nowhere", to="dave@example.net")
-        wait_for(lambda: lab.events("delivered"))  # the bounce, back at alice's MX
+        wait_until(lambda: lab.events("delivered"))  # the bounce, back at alice's MX
 
         def steps(qid):
             return [e["step"] for e in lab.events() if e["qid"] == qid]
@@ -638,11 +631,11 @@ def test_up_prints_queue_events_as_text(tmp_path):
     with LabOutput(
         "--world", write_world(tmp_path), "--no-pop-imap", *SHORT_RETRY, json_mode=False
     ) as lab:
-        wait_for(lambda: any(line.startswith("state file ") for line in lab.lines))
+        wait_until(lambda: any(line.startswith("state file ") for line in lab.lines))
         state = next(line.split()[2] for line in lab.lines if line.startswith("state file "))
         described = json.loads(Path(state).read_text())
         submit(described, "to nowhere", to="dave@example.net")
-        wait_for(lambda: any(" bounced: " in line for line in lab.lines))
+        wait_until(lambda: any(" bounced: " in line for line in lab.lines))
     events = [line for line in lab.lines if " queue smtp.example.com " in line]
     pattern = (
         r"\d\d:\d\d:\d\d queue smtp\.example\.com 000001-1 retry: attempt 1 failed "

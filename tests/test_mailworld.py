@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from smtp_peers import wait_until
 
 from smtplab import Lab
 from smtplab.dsn import summarize
@@ -26,13 +27,6 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
 
 def kinds(result) -> list[str]:
     return [step.kind for step in result.journey.steps]
-
-
-def wait_until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def test_submission_uses_starttls_then_auth_and_relays_to_the_mx(lab):
@@ -258,9 +252,9 @@ def test_dns_edits_take_effect_at_the_next_lookup(lab):
     lab.dns.replace("example.org", "MX", ["5 mx2.example.org."])
     result = lab.send("alice@example.com", "bob@example.org")
     result.journey.wait(10)
-    assert next(
-        s.text for s in result.journey.steps if s.kind == "route"
-    ).startswith("try mx2.example.org")
+    assert next(s.text for s in result.journey.steps if s.kind == "route").startswith(
+        "try mx2.example.org"
+    )
 
 
 def test_a_null_mx_bounces_with_556(lab):

@@ -13,10 +13,10 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from smtp_peers import wait_until
 
 from smtplab import Lab
 from smtplab import dovecot as dovecot_module
@@ -362,7 +362,7 @@ def test_dovecot_stops_when_the_process_that_started_it_is_killed(tmp_path):
         child.send_signal(signal.SIGKILL)  # no atexit, no lab.stop(): only the watchdog is left
         child.wait()
     try:
-        _wait_for(lambda: not _alive(master), timeout=15)
+        wait_until(lambda: not _alive(master), timeout=15)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         shutil.rmtree(started["root"], ignore_errors=True)
@@ -382,14 +382,6 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state != "Z"
-
-
-def _wait_for(predicate, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.05)
 
 
 def test_the_lab_view_lists_pop3_and_imap_beside_smtp(mail_lab):
