@@ -883,14 +883,3 @@ class LabController(Controller):
             stacklevel=3,
         )
 
-    def _trigger_server(self) -> None:
-        """The readiness probe. aiosmtpd's wraps implicit TLS with the *server*
-        context, which cannot make a client socket; use an unverifying client."""
-        if self.ssl_context is None:
-            super()._trigger_server()
-            return
-        probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        probe.check_hostname, probe.verify_mode = False, ssl.CERT_NONE
-        raw = socket.create_connection((self.hostname, self.port), 1.0)
-        with probe.wrap_socket(raw) as tls:
-            tls.recv(1024)

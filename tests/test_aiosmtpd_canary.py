@@ -25,7 +25,7 @@ from typing import Any
 import aiosmtpd
 import aiosmtpd.smtp
 import pytest
-from aiosmtpd.controller import Controller
+from aiosmtpd.controller import Controller, InetMixin
 from aiosmtpd.smtp import SMTP, Envelope, LoginPassword, Session
 
 from smtplab.replies import STOCK
@@ -169,14 +169,6 @@ METHODS = [
         ("self",),
         "LabController._create_server returns the _bind() coroutine that binds port 0 and "
         "reads the port back",
-    ),
-    Method(
-        Controller,
-        "_trigger_server",
-        False,
-        ("self",),
-        "LabController._trigger_server makes the readiness probe (with a client TLS context "
-        "on implicit-TLS ports)",
     ),
     Method(
         Controller,
@@ -492,7 +484,14 @@ SOURCES = [
         "start",
         r"self\._factory_invoked\.clear\(\s*\).*?self\._trigger_server\(\s*\)",
         "clears self._factory_invoked, then probes with self._trigger_server()",
-        "LabController._trigger_server and LabController.factory's probe detection",
+        "LabController.factory's probe detection (the probe is aiosmtpd's own)",
+    ),
+    Source(
+        InetMixin,
+        "_trigger_server",
+        r"_server_to_client_ssl_ctx\(\s*self\.ssl_context\s*\)",
+        "wraps the readiness probe in a client context made from self.ssl_context",
+        "LabController keeps aiosmtpd's probe, also on implicit-TLS ports (465, 993)",
     ),
     Source(
         Controller,
