@@ -18,10 +18,10 @@ and the garbage collector has run, and ``peak`` sampled every 20 ms during the
 run. Target: ``after - before`` at most 150 MB after 10,000 messages.
 
 What bounds it: the journal keeps the last 2,000 connections
-(``smtplab.journal.DEFAULT_KEEP``) and the journey book the last 2,000
-messages (``smtplab.journey.DEFAULT_KEEP``); each recording keeps at most 1 MiB
-per direction (``smtplab.wire.DEFAULT_LIMIT``, the rest is only counted), and
-all recordings together at most 256 MiB (``smtplab.journal.DEFAULT_MAX_BYTES``,
+(``smtplab.record.recordings.DEFAULT_KEEP``) and the journey book the last 2,000
+messages (``smtplab.record.journey.DEFAULT_KEEP``); each recording keeps at most 1 MiB
+per direction (``smtplab.record.wirelog.DEFAULT_LIMIT``, the rest is only counted), and
+all recordings together at most 256 MiB (``smtplab.record.recordings.DEFAULT_MAX_BYTES``,
 the journeys' steps 32 MiB more). In practice a connection carries a few KiB
 per message, and the report shows what the journal really holds at the end.
 """

@@ -4,16 +4,26 @@ The public API is what this module exports; notebooks import nothing else. One m
 exported whole, as a namespace: ``pipelining`` (chapter 10's ways of sending bulk mail).
 """
 
-from smtplab import pipelining
-from smtplab.client import Outcome
-from smtplab.compose import InvalidInput
-from smtplab.conversation import Conversation
-from smtplab.journey import Journey, Step
+from smtplab.dns.route import PermanentRouteError, Route, RouteError, TemporaryRouteError
+from smtplab.errors import SmtplabError
 from smtplab.lab import Lab, LabServer, SendResult
-from smtplab.maildir import Mailbox, StoredMessage
-from smtplab.mx import PermanentRouteError, Route, RouteError, TemporaryRouteError
-from smtplab.outbound import RetryPolicy
-from smtplab.pictures import (
+from smtplab.mailstore.maildir import Mailbox, StoredMessage
+from smtplab.protocol.message import InvalidInput
+from smtplab.protocol.reader import UnreadableMessage
+from smtplab.protocol.rules import (
+    EXTENSIONS,
+    REPLY_CLASSES,
+    REPLY_MEANINGS,
+    dot_stuff,
+    reply_meaning,
+)
+from smtplab.queue.delivery import RetryPolicy
+from smtplab.record.journey import Journey, Step
+from smtplab.record.transcript import Transcript
+from smtplab.smtp import pipelining
+from smtplab.smtp.client import Outcome
+from smtplab.smtp.conversation import Conversation
+from smtplab.view.pictures import (
     Picture,
     identities_picture,
     journey_overview_picture,
@@ -26,9 +36,6 @@ from smtplab.pictures import (
     store_and_forward_picture,
     tls_timeline_picture,
 )
-from smtplab.protocol import EXTENSIONS, REPLY_CLASSES, REPLY_MEANINGS, dot_stuff, reply_meaning
-from smtplab.reader import UnreadableMessage
-from smtplab.transcript import Transcript
 from smtplab.world import Domain, ServerSpec, User, World, default_world
 
 __all__ = [
@@ -50,6 +57,7 @@ __all__ = [
     "RouteError",
     "SendResult",
     "ServerSpec",
+    "SmtplabError",
     "Step",
     "StoredMessage",
     "TemporaryRouteError",

@@ -45,18 +45,19 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
-from smtplab.client import RecordingClient, open_session, transact
-from smtplab.clock import WallClock
-from smtplab.compose import InvalidInput, build_message, check_address, check_header_text
-from smtplab.journey import Step
+from smtplab.errors import SmtplabError
 from smtplab.lab import MAX_MESSAGE_SIZE, Lab, PortInUse
-from smtplab.maildir import StoredMessage
-from smtplab.outbound import DEFAULT_POLICY, RetryPolicy
+from smtplab.mailstore.maildir import StoredMessage
+from smtplab.mailstore.retrieval import fetch_mailbox
 from smtplab.printer import LinePrinter
-from smtplab.protocol import parse_path
-from smtplab.retrieval import fetch_mailbox
-from smtplab.spool import QueueEntry
-from smtplab.wire import WireLog
+from smtplab.protocol.clock import WallClock
+from smtplab.protocol.message import InvalidInput, build_message, check_address, check_header_text
+from smtplab.protocol.rules import parse_path
+from smtplab.queue.delivery import DEFAULT_POLICY, RetryPolicy
+from smtplab.queue.spool import QueueEntry
+from smtplab.record.journey import Step
+from smtplab.record.wirelog import WireLog
+from smtplab.smtp.client import RecordingClient, open_session, transact
 from smtplab.world import (
     SMTP_ROLES,
     Domain,
@@ -77,7 +78,7 @@ QUEUE_EVENTS = frozenset(
 )
 
 
-class CLIError(Exception):
+class CLIError(SmtplabError):
     """A problem to report in one line, without a traceback (exit status 2)."""
 
 

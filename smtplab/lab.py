@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 ``Lab()`` reads a :class:`~smtplab.world.World` (the default one unless given),
 starts a recording aiosmtpd server for each of its hosts on 127.0.0.1, and
-keeps every connection's bytes in a :class:`~smtplab.journal.WireJournal`.
+keeps every connection's bytes in a :class:`~smtplab.record.recordings.WireJournal`.
 ``lab.send(...)`` is a real SMTP client connection; its result carries the
 transcript and the server's answer for every recipient.
 
@@ -35,36 +35,37 @@ from typing import Any
 
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from smtplab.client import Outcome, RecordingClient, open_session, opportunistic_tls, transact
-from smtplab.clock import LabClock
-from smtplab.compose import (
+from smtplab.dns.route import Route, resolve_route
+from smtplab.dns.server import LabDNSServer, RecordStore, make_resolver
+from smtplab.errors import SmtplabError
+from smtplab.mailstore.dovecot import Dovecot, MailstoreUnavailable
+from smtplab.mailstore.dovecot import for_lab as dovecot_for_lab
+from smtplab.mailstore.maildir import Mailbox, Maildir
+from smtplab.mailstore.retrieval import FetchResult, Protocol, TLSMode, fetch_mailbox
+from smtplab.paths import RootLock, inside
+from smtplab.protocol.clock import LabClock
+from smtplab.protocol.message import (
     InvalidInput,
     address_list,
     build_message,
     check_address,
     check_parameter_words,
 )
-from smtplab.conversation import Conversation
-from smtplab.dovecot import Dovecot, MailstoreUnavailable
-from smtplab.dovecot import for_lab as dovecot_for_lab
-from smtplab.faults import Faults
-from smtplab.handlers import RoleHandler, SubmissionHandler, domain_of
-from smtplab.journal import WireJournal
-from smtplab.journey import Journey, JourneyBook, Step
-from smtplab.labauth import LabAuthenticity
-from smtplab.labdns import LabDNSServer, RecordStore, make_resolver
-from smtplab.maildir import Mailbox, Maildir
-from smtplab.mx import Route, resolve_route
-from smtplab.outbound import DeliveryQueue, Hop, RetryPolicy
-from smtplab.paths import RootLock, inside
-from smtplab.protocol import message_id_of
-from smtplab.relaying import RelayHandler, ReportingMailboxHandler
-from smtplab.retrieval import FetchResult, Protocol, TLSMode, fetch_mailbox
-from smtplab.server import LAB_EXTENSIONS, LabController
-from smtplab.spool import Spool
-from smtplab.tlsca import Eavesdropper, LabCA
-from smtplab.transcript import Transcript
-from smtplab.wire import WireLog
+from smtplab.protocol.rules import message_id_of
+from smtplab.queue.delivery import DeliveryQueue, Hop, RetryPolicy
+from smtplab.queue.spool import Spool
+from smtplab.record.journey import Journey, JourneyBook, Step
+from smtplab.record.recordings import WireJournal
+from smtplab.record.transcript import Transcript
+from smtplab.record.wirelog import WireLog
+from smtplab.senderauth.wiring import LabAuthenticity
+from smtplab.smtp.client import Outcome, RecordingClient, open_session, opportunistic_tls, transact
+from smtplab.smtp.conversation import Conversation
+from smtplab.smtp.faults import Faults
+from smtplab.smtp.handlers import RoleHandler, SubmissionHandler, domain_of
+from smtplab.smtp.relaying import RelayHandler, ReportingMailboxHandler
+from smtplab.smtp.server import LAB_EXTENSIONS, LabController
+from smtplab.tls.ca import Eavesdropper, LabCA
 from smtplab.world import (
     LOOPBACK,
     ServerSpec,
@@ -84,7 +85,7 @@ DEFAULT_RETRY = RetryPolicy()
 _running: dict[str, Lab] = {}
 
 
-class PortInUse(OSError):
+class PortInUse(SmtplabError, OSError):
     """A fixed port (``port_base``) that another program holds: says which and for what."""
 
 
@@ -101,6 +102,8 @@ def ensure_free(ports: dict[str, int]) -> None:
                 except OSError as error:
                     what = "the lab DNS" if name == "dns" else name
                     raise PortInUse(f"port {port} ({what}) is in use: {error.strerror}") from None
+
+
 _running_lock = threading.Lock()
 
 
@@ -285,11 +288,11 @@ class Lab:
     ``retrieval=True`` also starts POP3 and IMAP (a private Dovecot) for
     :meth:`fetch`; ``"auto"`` starts them only where Dovecot is installed.
     ``authenticity=True`` switches on SPF, DKIM, DMARC and a spam filter
-    (chapter 09): see ``lab.auth``, a :class:`~smtplab.labauth.LabAuthenticity`.
+    (chapter 09): see ``lab.auth``, a :class:`~smtplab.senderauth.wiring.LabAuthenticity`.
     ``hold=True`` starts the queues held (see :meth:`hold`). ``port_base``
     gives every server a fixed port (see :func:`~smtplab.world.port_plan`);
     by default the OS picks free ones. ``clock`` dates headers (default: the
-    fixed :class:`~smtplab.clock.LabClock` the chapters need).
+    fixed :class:`~smtplab.protocol.clock.LabClock` the chapters need).
     """
 
     def __init__(
@@ -352,7 +355,9 @@ class Lab:
                 if hold:
                     queue.hold()
                 queue.start()
-            if retrieval:  # POP3/IMAP (chapter 11): a private Dovecot, see smtplab.dovecot
+            if (
+                retrieval
+            ):  # POP3/IMAP (chapter 11): a private Dovecot, see smtplab.mailstore.dovecot
                 try:
                     self.mailstore = dovecot_for_lab(self)
                 except MailstoreUnavailable as why:
@@ -468,7 +473,7 @@ class Lab:
 
     def ui(self) -> Any:
         """Compose, transcripts, path and mailboxes in one widget (use it as a cell's value)."""
-        from smtplab.widgets import dashboard  # lazily: the lab itself never needs ipywidgets
+        from smtplab.view.widgets import dashboard  # lazily: the lab itself never needs ipywidgets
 
         return dashboard(self)
 
@@ -714,7 +719,7 @@ class Lab:
         Needs ``Lab(retrieval=True)``. ``tls`` is "starttls" (the plain port,
         upgraded), "implicit" (TLS from the first byte) or "none"; ``delete``
         (POP3) removes each message after downloading it. The result holds the
-        messages and the recorded transcript (see :mod:`smtplab.retrieval`).
+        messages and the recorded transcript (see :mod:`smtplab.mailstore.retrieval`).
         """
         if self.mailstore is None:
             raise RuntimeError(

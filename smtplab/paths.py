@@ -19,7 +19,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from smtplab.compose import InvalidInput
+from smtplab.protocol.message import InvalidInput
 
 LOCK_FILE = ".smtplab.lock"
 

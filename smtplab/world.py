@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from smtplab.compose import InvalidInput, check_address
-from smtplab.protocol import parse_path
+from smtplab.protocol.message import InvalidInput, check_address
+from smtplab.protocol.rules import parse_path
 
 #: Where every lab server listens: nothing in a lab faces a network (Binder blocks
 #: outbound port 25, and a lab must never send mail to the Internet).

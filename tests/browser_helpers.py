@@ -50,7 +50,7 @@ from typing import Any
 
 import nbformat
 
-from smtplab.widgets.compose import AUTOMATIC
+from smtplab.view.widgets.compose import AUTOMATIC
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 60.0
@@ -288,7 +288,7 @@ def run_notebook(
 
 # -- pictures of the dashboard, for readers who do not run the cells -----------------------------
 SCREENSHOTS = ROOT / "notebooks" / "images"
-WIDGET_CODE = ROOT / "smtplab" / "widgets"
+WIDGET_CODE = ROOT / "smtplab" / "view" / "widgets"
 UI_CELL = "lab.ui()"
 PICTURE_LIMIT = 150_000  # bytes of one picture of the dashboard
 

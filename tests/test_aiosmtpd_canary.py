@@ -1,6 +1,6 @@
-"""A canary for the private parts of aiosmtpd that smtplab/server.py builds on.
+"""A canary for the private parts of aiosmtpd that smtplab/smtp/server.py builds on.
 
-``RecordingSMTP`` and ``LabController`` (smtplab/server.py) override, call or
+``RecordingSMTP`` and ``LabController`` (smtplab/smtp/server.py) override, call or
 read about twenty private members of aiosmtpd's ``SMTP`` and ``Controller``,
 and depend on how aiosmtpd uses them (commands dispatched through
 ``self._smtp_methods.get``, replies written only by ``push``, ...).
@@ -28,8 +28,8 @@ import pytest
 from aiosmtpd.controller import Controller, InetMixin
 from aiosmtpd.smtp import SMTP, Envelope, LoginPassword, Session
 
-from smtplab.replies import STOCK
-from smtplab.server import aiosmtpd_hooks
+from smtplab.protocol.replies import STOCK
+from smtplab.smtp.server import aiosmtpd_hooks
 
 VERSION = f"aiosmtpd {aiosmtpd.__version__}"
 
@@ -398,7 +398,8 @@ SOURCES = [
         "smtp_EHLO",
         rf"_call_handler_hook\(\s*{Q}EHLO{Q}\s*,\s*hostname\s*,\s*response\s*\)",
         "hands the EHLO response lines to a 5-argument handle_EHLO hook and sends its result",
-        "RoleHandler.handle_EHLO (smtplab/handlers.py) edits those lines: AUTH, PIPELINING, DSN",
+        "RoleHandler.handle_EHLO (smtplab/smtp/handlers.py) edits those lines: AUTH, "
+        "PIPELINING, DSN",
     ),
     Source(
         SMTP,
@@ -524,7 +525,7 @@ def test_replies_are_written_only_by_push():
 
 
 def test_the_stock_replies_the_lab_rewrites_are_still_aiosmtpds():
-    """smtplab.replies.STOCK answers some of aiosmtpd's replies differently."""
+    """smtplab.protocol.replies.STOCK answers some of aiosmtpd's replies differently."""
     code = inspect.getsource(aiosmtpd.smtp)
     for (_command, stock), ours in STOCK.items():
         assert stock in code, (
@@ -543,17 +544,19 @@ def test_sessions_find_commands_mechanisms_and_hooks_only_by_names_the_lab_lists
     hidden = sorted(p for p in prefixes if f"{p}probe" not in aiosmtpd_hooks(probe))
     assert not hidden, (
         f"{VERSION}: SMTP.__init__ now also looks for attributes starting with {hidden}, "
-        "which aiosmtpd_hooks (smtplab/server.py) hides from dir() of sessions and handlers"
+        "which aiosmtpd_hooks (smtplab/smtp/server.py) hides from dir() of sessions and handlers"
     )
 
 
 def test_session_and_envelope_still_carry_what_the_handlers_read(
     loop: asyncio.AbstractEventLoop,
 ):
-    """smtplab/handlers.py reads these public attributes in its hooks."""
+    """smtplab/smtp/handlers.py reads these public attributes in its hooks."""
     session, envelope = Session(loop), Envelope()
     for name in ("host_name", "extended_smtp", "ssl", "authenticated", "peer", "auth_data"):
-        assert hasattr(session, name), f"{VERSION}: Session.{name} is gone (smtplab/handlers.py)"
+        assert hasattr(session, name), (
+            f"{VERSION}: Session.{name} is gone (smtplab/smtp/handlers.py)"
+        )
     for name in (
         "mail_from",
         "mail_options",

@@ -20,12 +20,13 @@ import dns.resolver
 import pytest
 import spf
 
-from smtplab import Lab, labauth
-from smtplab import authenticity as auth_module
-from smtplab.authenticity import DKIMKey, check_spf, dkim_sign, remove_results_claiming
-from smtplab.labauth import LAB_DKIM_KEY
-from smtplab.outbound import RetryPolicy
-from smtplab.spamfilter import SpamFilter
+from smtplab import Lab
+from smtplab.queue.delivery import RetryPolicy
+from smtplab.senderauth import checks as auth_module
+from smtplab.senderauth import wiring as labauth
+from smtplab.senderauth.checks import DKIMKey, check_spf, dkim_sign, remove_results_claiming
+from smtplab.senderauth.spam import SpamFilter
+from smtplab.senderauth.wiring import LAB_DKIM_KEY
 
 FAST = RetryPolicy(first_delay=0.05, factor=2.0, max_attempts=2, max_age=10.0)
 KEEP_FAILURES = '"v=DMARC1; p=none"'  # report DMARC, store everything: to look at SPF or DKIM

@@ -46,7 +46,7 @@ WAIT_MS = 30_000
 NOTEBOOK_CELLS = [
     "from smtplab import Lab",
     'lab = Lab(name="browser")',
-    "from smtplab.widgets import dashboard\ndashboard(lab)",
+    "from smtplab.view.widgets import dashboard\ndashboard(lab)",
 ]
 
 pytestmark = [

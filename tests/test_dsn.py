@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smtplab.dsn import (
+from smtplab.protocol.dsn import (
     DSNParamError,
     MailDSN,
     RcptDSN,

@@ -50,11 +50,10 @@ from smtp_peers import (
     wait_until,
 )
 
-from smtplab import Lab, replies
-from smtplab import server as lab_server
-from smtplab.dsn import summarize
-from smtplab.outbound import RetryPolicy
-from smtplab.protocol import (
+from smtplab import Lab
+from smtplab.protocol import replies
+from smtplab.protocol.dsn import summarize
+from smtplab.protocol.rules import (
     dot_stuff,
     dot_unstuff,
     normalize_newlines,
@@ -62,8 +61,10 @@ from smtplab.protocol import (
     split_enhanced,
     with_enhanced_code,
 )
-from smtplab.transcript import Command, Data, Reply
-from smtplab.wire import parse_conversation
+from smtplab.queue.delivery import RetryPolicy
+from smtplab.record.transcript import Command, Data, Reply
+from smtplab.record.wirelog import parse_conversation
+from smtplab.smtp import server as lab_server
 from smtplab.world import LOOPBACK
 
 FAST = RetryPolicy(first_delay=0.05, factor=2.0, max_attempts=3, max_age=20.0)
@@ -454,7 +455,7 @@ def test_leading_dots_are_unstuffed_restuffed_on_relay_and_round_trip(lab):
 @pytest.mark.parametrize("field", ["to", "cc", "bcc", "subject"])
 def test_a_line_break_typed_into_a_compose_field_is_refused_before_anything_is_sent(lab, field):
     """RFC 5322 §2.2 and §3.6 (header injection): CR or LF in a field never reaches the wire."""
-    from smtplab.widgets import compose
+    from smtplab.view.widgets import compose
 
     view = compose(lab)
     for breaker in ("\r\n", "\n", "\r"):

@@ -99,7 +99,7 @@ def test_two_labs_with_the_same_pid_never_overwrite_each_others_mail(tmp_path):
 
 def test_a_delivery_never_replaces_a_message_that_has_its_name(tmp_path, monkeypatch):
     """Maildir: the move into new/ links (fails on an existing name), never renames over it."""
-    from smtplab import maildir
+    from smtplab.mailstore import maildir
 
     names = iter(["1.M000001P1Q1R0.same", "1.M000001P1Q1R0.same", "2.M000001P1Q2R0.fresh"])
     monkeypatch.setattr(maildir, "unique_name", lambda: next(names))
@@ -313,7 +313,7 @@ def test_every_send_parameter_refuses_what_it_cannot_send_with_invalid_input(
 
 # -- POP3 and IMAP (Dovecot) -----------------------------------------------------------------------
 needs_dovecot = pytest.mark.skipif(
-    __import__("smtplab.dovecot").dovecot.find_dovecot() is None,
+    __import__("smtplab.mailstore.dovecot").mailstore.dovecot.find_dovecot() is None,
     reason="needs Dovecot (apt-get install dovecot-imapd dovecot-pop3d)",
 )
 #: Local parts with characters Dovecot treats specially: %-variables (%u, %h, %d),
@@ -591,7 +591,7 @@ def test_hostile_mime_accepted_by_the_mx_never_makes_the_mailbox_unreadable():
     business); reading, listing and rendering stay bounded: each hostile message shows as
     "could not be displayed: ..." with its size, its bytes stay in .raw, and the messages
     around it read as usual (before: RecursionError, MemoryError past 5 GB, minutes)."""
-    from smtplab.widgets import mailbox_view
+    from smtplab.view.widgets import mailbox_view
 
     with Lab(name="hostile-mime", retrieval="auto") as lab:
         ordinary = b"From: alice@example.com\r\nSubject: before\r\n\r\nhello\r\n"

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smtplab.labdns import DNSQuery, LabDNSServer, Record, RecordStore, answer, make_resolver
+from smtplab.dns.server import DNSQuery, LabDNSServer, Record, RecordStore, answer, make_resolver
 
 
 def lab_store() -> RecordStore:

@@ -11,9 +11,9 @@ import pytest
 from smtp_peers import wait_until
 
 from smtplab import Lab
-from smtplab.dsn import summarize
-from smtplab.outbound import RetryPolicy
-from smtplab.spool import QueuedRecipient
+from smtplab.protocol.dsn import summarize
+from smtplab.queue.delivery import RetryPolicy
+from smtplab.queue.spool import QueuedRecipient
 from smtplab.world import LOOPBACK, Domain, ServerSpec, User, World, default_world
 
 FAST = RetryPolicy(first_delay=0.05, factor=2.0, max_attempts=3, max_age=20.0)
@@ -331,7 +331,7 @@ def test_describe_lists_submission_dns_and_ca(lab):
 
 
 def test_the_journey_book_is_bounded():
-    from smtplab.journey import JourneyBook, Step
+    from smtplab.record.journey import JourneyBook, Step
 
     book = JourneyBook(keep=3)
     for n in range(5):
@@ -342,7 +342,7 @@ def test_the_journey_book_is_bounded():
 
 def test_a_spool_failure_stores_no_part_of_the_message(tmp_path: Path):
     """All recipient domains are stored, or none: a 451 must not leave a part behind."""
-    from smtplab.spool import QueueEntry, Spool
+    from smtplab.queue.spool import QueueEntry, Spool
 
     spool = Spool(tmp_path)
     entries = [
@@ -358,7 +358,7 @@ def test_a_spool_failure_stores_no_part_of_the_message(tmp_path: Path):
 
 def test_a_pipelined_transaction_sends_the_envelope_in_one_write(lab):
     """RFC 2920 §3.1: MAIL, each RCPT and DATA together; each reply still counts."""
-    from smtplab.client import RecordingClient, transact
+    from smtplab.smtp.client import RecordingClient, transact
 
     client = RecordingClient("mx1.example.org", client_name="relay.example.net")
     client.connect("mx1.example.org", lab.server("mx1.example.org").port)
@@ -379,7 +379,7 @@ def test_a_pipelined_transaction_sends_the_envelope_in_one_write(lab):
 
 def test_a_pipelined_transaction_with_no_recipient_left_sends_no_message(lab):
     """RFC 2920 §3.1: every RCPT refused, so after DATA's reply only the lone dot follows."""
-    from smtplab.client import RecordingClient, transact
+    from smtplab.smtp.client import RecordingClient, transact
 
     client = RecordingClient("mx1.example.org", client_name="relay.example.net")
     client.connect("mx1.example.org", lab.server("mx1.example.org").port)
@@ -417,8 +417,8 @@ def test_concurrent_writers_share_the_spools_fsyncs(tmp_path: Path, monkeypatch)
     import os
     import threading
 
-    from smtplab import spool as spool_module
-    from smtplab.spool import QueueEntry, Spool
+    from smtplab.queue import spool as spool_module
+    from smtplab.queue.spool import QueueEntry, Spool
 
     spool = Spool(tmp_path)
     first_sync, others_waiting = threading.Event(), threading.Event()
@@ -472,7 +472,7 @@ def test_an_update_that_cannot_be_written_keeps_the_entry_as_it_was(tmp_path: Pa
     """A retry's rewrite is all or nothing too: the old envelope stays if the new one fails."""
     from dataclasses import replace
 
-    from smtplab.spool import QueueEntry, Spool
+    from smtplab.queue.spool import QueueEntry, Spool
 
     spool = Spool(tmp_path)
     entry = QueueEntry(
@@ -491,8 +491,8 @@ def test_a_write_whose_caller_gave_up_before_it_began_is_not_stored(tmp_path: Pa
     """A session that ended while its message waited for the writer never got a 250."""
     import threading
 
-    from smtplab import spool as spool_module
-    from smtplab.spool import QueueEntry, Spool
+    from smtplab.queue import spool as spool_module
+    from smtplab.queue.spool import QueueEntry, Spool
 
     spool = Spool(tmp_path)
     in_first, release = threading.Event(), threading.Event()

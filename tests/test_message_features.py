@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from smtplab import InvalidInput, Lab
-from smtplab.widgets import compose
+from smtplab.view.widgets import compose
 
 DEADLINE = 30.0
 PDF = b"%PDF-1.4\n" + bytes(range(256)) + b"\n%%EOF\n"

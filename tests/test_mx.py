@@ -9,14 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smtplab.labdns import LabDNSServer, RecordStore, make_resolver
-from smtplab.mx import (
+from smtplab.dns.route import (
     Candidate,
     PermanentRouteError,
     TemporaryRouteError,
     order_mx,
     resolve_route,
 )
+from smtplab.dns.server import LabDNSServer, RecordStore, make_resolver
 
 
 @pytest.fixture

@@ -33,8 +33,8 @@ from smtplab import (
     default_world,
     reply_meaning,
 )
-from smtplab.mx import resolve_route
-from smtplab.widgets import journey_svg, sequence_svg
+from smtplab.dns.route import resolve_route
+from smtplab.view.widgets import journey_svg, sequence_svg
 from smtplab.world import Domain, ServerSpec, User
 
 SVG = "{http://www.w3.org/2000/svg}"

@@ -1,4 +1,4 @@
-"""The bulk-sending ways of smtplab.pipelining, against a real lab MX over real sockets.
+"""The bulk-sending ways of smtplab.smtp.pipelining, against a real lab MX over real sockets.
 
 The round trips each way reports are counted, not timed, so the checks are exact.
 """
@@ -13,7 +13,7 @@ from email.message import EmailMessage
 import pytest
 
 from smtplab import Lab
-from smtplab.pipelining import (
+from smtplab.smtp.pipelining import (
     Destination,
     PipeliningError,
     concurrently,

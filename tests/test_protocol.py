@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smtplab.protocol import (
+from smtplab.protocol.rules import (
     command_verb,
     dot_stuff,
     dot_unstuff,
@@ -58,7 +58,7 @@ def test_bare_line_endings_become_crlf():
 
 
 def test_message_id_and_hop_count_are_read_from_the_header_block():
-    from smtplab.protocol import count_received, message_id_of
+    from smtplab.protocol.rules import count_received, message_id_of
 
     folded = (
         b"Received: a\r\nReceived: b\r\nMessage-ID:\r\n <1.x@example.com>\r\n\r\nReceived: body"

@@ -17,10 +17,10 @@ import pytest
 from test_mailworld import FAST
 
 from smtplab import Lab
-from smtplab.client import RecordingClient, open_session, transact
-from smtplab.dsn import summarize
-from smtplab.spool import QueuedRecipient
-from smtplab.transcript import Transcript
+from smtplab.protocol.dsn import summarize
+from smtplab.queue.spool import QueuedRecipient
+from smtplab.record.transcript import Transcript
+from smtplab.smtp.client import RecordingClient, open_session, transact
 from smtplab.world import ServerSpec, World, default_world
 
 UTF8_SUBJECT = "From: alice@example.com\r\nTo: bob@example.org\r\nSubject: Grüße\r\n\r\nHallo\r\n"

@@ -2,7 +2,7 @@
 
 Over real sockets, on each role the case applies to: the MX (port 25), submission
 (587, STARTTLS then AUTH) and submissions (465, implicit TLS). Expected replies are
-named from the table, :mod:`smtplab.replies`, never written out again here.
+named from the table, :mod:`smtplab.protocol.replies`, never written out again here.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from smtp_peers import (
     ready,
 )
 
-from smtplab import Lab, replies
-from smtplab.dsn import RecipientStatus, Report, build_dsn
-from smtplab.replies import ServerReply
-from smtplab.transcript import Command, Data, Note
-from smtplab.wire import WireLog
+from smtplab import Lab
+from smtplab.protocol import replies
+from smtplab.protocol.dsn import RecipientStatus, Report, build_dsn
+from smtplab.protocol.replies import ServerReply
+from smtplab.record.transcript import Command, Data, Note
+from smtplab.record.wirelog import WireLog
 
 SUBMISSION_ROLES = ["submission", "submissions"]
 #: An enhanced status code opening a reply's text (RFC 3463 §2).
@@ -347,7 +348,7 @@ def test_unknown_mechanisms_are_not_failed_logins(lab):
 # -- issue 13, transcripts: items 12 and 13 ----------------------------------------------------
 def test_the_message_data_summary_counts_the_message_without_dots_it_gained_on_the_wire():
     """RFC 1870 §5: not the terminating dot, nor the doubled dots of dot-stuffing."""
-    from smtplab.transcript import Transcript
+    from smtplab.record.transcript import Transcript
 
     data = Data(0.0, b"..x\r\nbody\r\n.\r\n")
     shown = Transcript("c", "s", (data,)).to_text()

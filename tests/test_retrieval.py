@@ -19,9 +19,9 @@ import pytest
 from smtp_peers import wait_until
 
 from smtplab import Lab
-from smtplab import dovecot as dovecot_module
-from smtplab.dovecot import MailstoreUnavailable, find_dovecot
-from smtplab.retrieval import fetch_mailbox, parse_retrieval
+from smtplab.mailstore import dovecot as dovecot_module
+from smtplab.mailstore.dovecot import MailstoreUnavailable, find_dovecot
+from smtplab.mailstore.retrieval import fetch_mailbox, parse_retrieval
 from smtplab.world import LOOPBACK
 
 ROOT = Path(__file__).resolve().parents[1]

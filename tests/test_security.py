@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from smtplab import Lab
-from smtplab.transcript import TLSStarted
+from smtplab.record.transcript import TLSStarted
 from smtplab.world import LOOPBACK
 
 

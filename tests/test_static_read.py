@@ -26,7 +26,7 @@ from browser_helpers import (
     screenshot_inputs,
 )
 
-from smtplab.widgets._html import LIVE_WIDGET_HINT
+from smtplab.view.widgets._html import LIVE_WIDGET_HINT
 
 NOTEBOOKS = ROOT / "notebooks"
 ALL = sorted(p.name for p in NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
@@ -72,7 +72,7 @@ def test_the_picture_is_above_the_cell_and_made_from_the_current_widget(shot: Da
     assert shot.png.stat().st_size <= PICTURE_LIMIT, f"{shot.png.name} is too big"
     made_from = shot.stamp.read_text(encoding="utf-8").strip()
     assert made_from == screenshot_inputs(shot), (
-        f"{shot.png.name} shows an older dashboard: the widget's code (smtplab/widgets/), "
+        f"{shot.png.name} shows an older dashboard: the widget's code (smtplab/view/widgets/), "
         f"the chapter's lab or {UI_CELL} cell, or the shot changed since. {MAKE_SCREENSHOTS}"
     )
 

@@ -13,11 +13,11 @@ import pytest
 from aiosmtpd.handlers import Sink
 from cryptography import x509
 
-from smtplab.client import RecordingClient
-from smtplab.journal import WireJournal
-from smtplab.server import LabController
-from smtplab.tlsca import Eavesdropper, LabCA, LabSMTP, LabSMTP_SSL
-from smtplab.tlsrecords import client_hello_server_name
+from smtplab.record.recordings import WireJournal
+from smtplab.smtp.client import RecordingClient
+from smtplab.smtp.server import LabController
+from smtplab.tls.ca import Eavesdropper, LabCA, LabSMTP, LabSMTP_SSL
+from smtplab.tls.records import client_hello_server_name
 
 MX1 = "mx1.example.org"
 CLIENT = "client.example.com"

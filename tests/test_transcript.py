@@ -1,6 +1,6 @@
 """Rendering: swaks-style text, HTML with meanings on hover, masking of AUTH."""
 
-from smtplab.transcript import Command, Data, Opened, Reply, TLSStarted, Transcript
+from smtplab.record.transcript import Command, Data, Opened, Reply, TLSStarted, Transcript
 
 EXCHANGE = Transcript(
     "client.example.com",

@@ -20,9 +20,18 @@ import ipywidgets as ipw
 import nbformat
 
 from smtplab import InvalidInput, Lab
-from smtplab.journey import Journey, Step
-from smtplab.transcript import Closed, Command, Data, Note, Opened, Reply, TLSStarted, Transcript
-from smtplab.widgets import (
+from smtplab.record.journey import Journey, Step
+from smtplab.record.transcript import (
+    Closed,
+    Command,
+    Data,
+    Note,
+    Opened,
+    Reply,
+    TLSStarted,
+    Transcript,
+)
+from smtplab.view.widgets import (
     JourneyModel,
     MailboxModel,
     compose,
@@ -34,7 +43,7 @@ from smtplab.widgets import (
     sequence_svg,
     transcript_view,
 )
-from smtplab.widgets.models import Recorded, accepted_keywords
+from smtplab.view.widgets.models import Recorded, accepted_keywords
 
 DEADLINE = 15.0
 ROOT = Path(__file__).resolve().parents[1]

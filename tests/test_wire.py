@@ -3,8 +3,8 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smtplab.transcript import Command, Data, Note, Reply
-from smtplab.wire import WireLog, parse_conversation
+from smtplab.record.transcript import Command, Data, Note, Reply
+from smtplab.record.wirelog import WireLog, parse_conversation
 
 
 def conversation(*chunks):
@@ -98,7 +98,7 @@ chunk = st.tuples(st.sampled_from(["client", "server", "note", "close"]), st.bin
 @given(st.lists(chunk, max_size=30))
 def test_random_bytes_never_crash_the_parser_and_render(chunks):
     events = conversation(*chunks)
-    from smtplab.transcript import Transcript
+    from smtplab.record.transcript import Transcript
 
     transcript = Transcript("c", "s", tuple(events))
     assert transcript.to_text(full_data=True) is not None

@@ -14,7 +14,7 @@ where no kernel runs (GitHub, nbviewer, ``jupyter nbconvert --to html``):
   sentence saying what the widget showed when the cell ended, read from the
   saved state before that is removed (``<IntProgress widget: 'sending',
   1210 of 1210; re-run this cell to show the live widget>``). smtplab's own
-  views already say so themselves (``smtplab.widgets._html.ShortRepr``).
+  views already say so themselves (``smtplab.view.widgets._html.ShortRepr``).
   notebooks/sanitize.cfg lets strict nbval read the repr a re-run displays
   and this sentence as the same output.
 - stream outputs written in pieces (a ``print(..., end="")`` then another
@@ -38,7 +38,7 @@ from typing import Any
 
 import nbformat
 
-from smtplab.widgets._html import LIVE_WIDGET_HINT
+from smtplab.view.widgets._html import LIVE_WIDGET_HINT
 
 CELL_KEYS_TO_DROP = ("execution", "ExecuteTime")
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"

@@ -1,0 +1,200 @@
+"""Every reply the lab's SMTP servers give, in one table, with the RFC behind it.
+
+Theory of operation
+-------------------
+A :class:`ServerReply` is a reply code, an RFC 3463 enhanced status code, a text
+(which may name fields, such as ``{address}``) and the RFC sections that say so.
+The servers (:mod:`smtplab.smtp.server`), the role handlers (:mod:`smtplab.smtp.handlers`)
+and chapter 09's checks (:mod:`smtplab.senderauth.wiring`) answer with these and nothing
+else; ``docs/hardening.md`` and the tests name them from here, as aiosmtpd keeps
+its own status codes in ``aiosmtpd.smtp`` (``CODE_SUCCESS`` ...).
+
+Replies are written with their enhanced code. The server takes it out again for
+a client that greeted with HELO (RFC 2034 §3: only after EHLO), and adds one
+to aiosmtpd's stock replies that lack it (:func:`smtplab.protocol.rules.with_enhanced_code`);
+the stock replies the lab answers differently are in :data:`STOCK`.
+
+A reply never echoes what a client sent unless it is printable ASCII, or UTF-8
+the client negotiated with SMTPUTF8: a refusal of a non-ASCII address says what
+is wrong without quoting it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServerReply:
+    """One reply the lab gives: ``550 5.7.1 <{address}>: Relay access denied``."""
+
+    code: int
+    enhanced: str | None
+    text: str
+    rfc: str
+
+    def __call__(self, **fields: object) -> str:
+        """The reply line, its fields filled in."""
+        status = f" {self.enhanced}" if self.enhanced else ""
+        return f"{self.code}{status} {self.text.format(**fields)}"
+
+    def __str__(self) -> str:
+        return self()
+
+    def matches(self, line: str) -> bool:
+        """Whether ``line`` is this reply (any field values), with or without its enhanced code."""
+        head, _, rest = self.text.partition("{")
+        start = f"{self.code} {self.enhanced} " if self.enhanced else f"{self.code} "
+        if not (line.startswith(start) or line.startswith(f"{self.code} ")):
+            return False
+        tail = self.text.rpartition("}")[2] if rest else ""
+        return head in line and line.endswith(tail)
+
+
+# -- greeting, session and command lines (RFC 5321 §3.1, §4.1, §4.5.3) --------------------
+BYE = ServerReply(221, "2.0.0", "Bye", "RFC 5321 §4.1.1.10")
+TOO_MANY_CONNECTIONS = ServerReply(
+    421, "4.7.0", "{host} Too many connections, try later", "RFC 5321 §3.8, §4.2.2"
+)
+TIMEOUT = ServerReply(421, "4.4.2", "{host} Error: timeout exceeded", "RFC 5321 §4.5.3.2.7, §3.8")
+TOO_MANY_UNKNOWN = ServerReply(
+    421, "4.7.0", "Too many unrecognized commands, goodbye", "RFC 5321 §3.8, §4.2.4"
+)
+BAD_LINE_END = ServerReply(
+    500, "5.5.2", "Syntax error: a command line must end with CRLF", "RFC 5321 §2.3.8"
+)
+NUL_IN_COMMAND = ServerReply(
+    501, "5.5.2", "Syntax error: NUL character in command", "RFC 5321 §4.1.1"
+)
+BAD_HELO_NAME = ServerReply(
+    501,
+    "5.5.4",
+    "Syntax error: HELO and EHLO take an ASCII domain name",
+    "RFC 5321 §4.1.1.1, §4.1.2",
+)
+
+# -- MAIL and RCPT (RFC 5321 §4.1.1.2, §4.1.1.3, §4.1.2) -----------------------------------
+SENDER_OK = ServerReply(250, "2.1.0", "Sender ok", "RFC 5321 §4.1.1.2; RFC 3463 §3.2")
+RECIPIENT_OK = ServerReply(250, "2.1.5", "Recipient ok", "RFC 5321 §4.1.1.3; RFC 3463 §3.2")
+BAD_SENDER_SYNTAX = ServerReply(
+    553, "5.1.7", "Error: malformed address", "RFC 5321 §4.1.2, §4.2.2; RFC 3463 §3.2 (X.1.7)"
+)
+BAD_RECIPIENT_SYNTAX = ServerReply(
+    553, "5.1.3", "Error: malformed address", "RFC 5321 §4.1.2, §4.2.2; RFC 3463 §3.2 (X.1.3)"
+)
+NOT_UTF8_SENDER = ServerReply(
+    553, "5.1.7", "Error: the address is not valid UTF-8", "RFC 5321 §4.1.2; RFC 6531 §3.3"
+)
+NOT_UTF8_RECIPIENT = ServerReply(
+    553, "5.1.3", "Error: the address is not valid UTF-8", "RFC 5321 §4.1.2; RFC 6531 §3.3"
+)
+NON_ASCII_SENDER = ServerReply(
+    550, "5.6.7", "Non-ASCII addresses not permitted for that sender", "RFC 6531 §3.5"
+)
+NON_ASCII_RECIPIENT = ServerReply(
+    553, "5.6.7", "Non-ASCII addresses not permitted for that recipient", "RFC 6531 §3.5"
+)
+TOO_MANY_RECIPIENTS = ServerReply(
+    452,
+    "4.5.3",
+    "Too many recipients (at most {limit} per message)",
+    "RFC 5321 §4.5.3.1.8, §4.5.3.1.10; RFC 3463 §3.6",
+)
+RELAY_DENIED = ServerReply(
+    550, "5.7.1", "<{address}>: Relay access denied", "RFC 5321 §3.6.2, §7.9; RFC 3463 §3.8"
+)
+USER_UNKNOWN = ServerReply(
+    550,
+    "5.1.1",
+    "<{address}>: Recipient address rejected: User unknown",
+    "RFC 5321 §4.2.2; RFC 3463 §3.2",
+)
+STARTTLS_FIRST = ServerReply(
+    530, "5.7.0", "Must issue a STARTTLS command first", "RFC 3207 §4; RFC 4954 §6"
+)
+AUTH_REQUIRED = ServerReply(530, "5.7.0", "Authentication required", "RFC 4954 §6; RFC 6409 §4.3")
+SENDER_NOT_OWNED = ServerReply(
+    550,
+    "5.7.1",
+    "<{address}>: Sender address rejected: not owned by user {login}",
+    "RFC 6409 §6.1, §3.2; RFC 3463 §3.8",
+)
+
+# -- DSN parameters on MAIL and RCPT (RFC 3461 §4) -----------------------------------------
+#: ``{keyword}`` is NOTIFY, ORCPT, RET or ENVID; ``{why}`` says what is wrong with it.
+BAD_DSN_PARAMETER = ServerReply(
+    501, "5.5.4", "Bad {keyword} parameter: {why}", "RFC 3461 §4.1-§4.4; RFC 3463 §3.6"
+)
+
+# -- after DATA (RFC 5321 §4.1.1.4, §6.1, §6.3) ----------------------------------------------
+QUEUED = ServerReply(250, "2.0.0", "Ok: queued as {queue_id}", "RFC 5321 §4.1.1.4, §6.1")
+NOT_STORED = ServerReply(
+    451, "4.3.0", "Message not stored, try again later ({reason})", "RFC 5321 §6.1, §4.2.3"
+)
+NOT_QUEUED = ServerReply(
+    451, "4.3.0", "Message not queued, try again later ({reason})", "RFC 5321 §6.1, §4.2.3"
+)
+NUL_IN_BODY = ServerReply(
+    554, "5.6.0", "Message refused: it contains NUL characters", "RFC 5322 §2.3; RFC 2045 §2.7"
+)
+#: Permanent, with X.4.0 (other routing status): RFC 3463 §3.5 keeps X.4.6 (routing loop
+#: detected) "useful only for persistent transient errors", so 5.4.6, which sendmail and
+#: others send, is a class that code was not meant for. The text says it is a loop.
+TOO_MANY_HOPS = ServerReply(
+    554,
+    "5.4.0",
+    "Too many hops ({hops} Received: headers): a mail loop?",
+    "RFC 5321 §6.3; RFC 3463 §3.5",
+)
+DMARC_REJECT = ServerReply(
+    550,
+    "5.7.1",
+    "Email rejected per DMARC policy for {domain} (p={policy}: no aligned SPF or DKIM pass)",
+    "RFC 7489 §10.3",
+)
+SPAM_REJECT = ServerReply(
+    550, "5.7.1", "Message rejected as spam (score {score}, limit {limit})", "RFC 3463 §3.8"
+)
+
+# -- STARTTLS and AUTH (RFC 3207, RFC 4954) ---------------------------------------------------
+TLS_ACTIVE = ServerReply(503, "5.5.1", "TLS already active", "RFC 3207 §4.2, §4.1; RFC 5321 §4.2.3")
+AUTH_NOT_OFFERED = ServerReply(
+    503, "5.5.1", "Error: authentication not enabled on this server", "RFC 4954 §3"
+)
+AUTH_LINE_TOO_LONG = ServerReply(
+    500, "5.5.6", "Authentication Exchange line is too long", "RFC 4954 §6"
+)
+BAD_BASE64 = ServerReply(501, "5.5.2", "Can't decode base64", "RFC 4954 §4")
+CANNOT_SPLIT = ServerReply(501, "5.5.2", "Can't split auth value", "RFC 4616 §2")
+AUTH_CANCELLED = ServerReply(501, "5.7.0", "Auth aborted", "RFC 4954 §4")
+AUTHZID_REFUSED = ServerReply(
+    535,
+    "5.7.8",
+    "Authentication credentials invalid: you may not act as another user",
+    "RFC 4616 §2; RFC 4954 §6",
+)
+TOO_MANY_AUTH_FAILURES = ServerReply(
+    421, "4.7.0", "Too many failed authentication attempts, goodbye", "RFC 4954 §4; RFC 5321 §3.8"
+)
+#: AUTH LOGIN's prompts, "Username:" and "Password:" in base64, as every major server sends
+#: them (draft-murchison-sasl-login §2.1; LOGIN is no RFC). Without the 334, which aiosmtpd adds.
+LOGIN_USERNAME_PROMPT = "Username:"
+LOGIN_PASSWORD_PROMPT = "Password:"
+
+# -- anything unforeseen ------------------------------------------------------------------------
+LOCAL_ERROR = ServerReply(
+    451, "4.3.0", "Requested action aborted: local error in processing", "RFC 5321 §4.2.2, §4.2.3"
+)
+
+#: aiosmtpd's stock replies that the lab answers differently: (command, aiosmtpd's text) → reply.
+#: ``*`` stands for any command.
+STOCK: dict[tuple[str, str], ServerReply] = {
+    ("*", "502 5.5.1 Too many unrecognized commands, goodbye."): TOO_MANY_UNKNOWN,
+    ("MAIL", "553 5.1.3 Error: malformed address"): BAD_SENDER_SYNTAX,
+    ("RCPT", "553 5.1.3 Error: malformed address"): BAD_RECIPIENT_SYNTAX,
+}
+
+#: Every reply in this module, for the documentation and the tests.
+TABLE: tuple[ServerReply, ...] = tuple(
+    value for value in list(globals().values()) if isinstance(value, ServerReply)
+)

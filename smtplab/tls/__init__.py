@@ -1,0 +1,4 @@
+"""TLS for the lab.
+
+A private certificate authority and an eavesdropper that shows what TLS hides.
+"""
