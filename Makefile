@@ -64,7 +64,7 @@ $(BIN)/python:
 	$(PIP) install -q --upgrade pip
 
 $(VENV)/.stamp-lab: pyproject.toml | $(BIN)/python
-	$(PIP) install -q -e .
+	$(PIP) install -q -e '.[lab]'
 	touch $@
 
 $(VENV)/.stamp-test: pyproject.toml | $(BIN)/python

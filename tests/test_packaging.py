@@ -73,8 +73,23 @@ def test_binder_environment_has_the_runtime_dependencies_with_the_same_bounds() 
     project = _pyproject()["project"]
     runtime = _bounds(project["dependencies"])
     assert runtime, "pyproject.toml lists no runtime dependencies"
-    test_extra = _bounds(project["optional-dependencies"]["test"])
-    assert _binder_bounds() == runtime | {name: test_extra[name] for name in BINDER_VALIDATION}
+    extras = project["optional-dependencies"]
+    lab_extra = _bounds(extras["lab"])
+    test_extra = _bounds(extras["test"])
+    validation = {name: test_extra[name] for name in BINDER_VALIDATION}
+    assert _binder_bounds() == runtime | lab_extra | validation
+
+
+def test_the_notebooks_own_libraries_are_an_extra_that_lab_and_test_install() -> None:
+    """``pip install smtplab`` in an application's venv must not pull in JupyterLab."""
+    project = _pyproject()["project"]
+    runtime = _bounds(project["dependencies"])
+    lab_extra = _bounds(project["optional-dependencies"]["lab"])
+    assert {"jupyterlab", "matplotlib", "aiosmtplib"} <= lab_extra.keys()
+    assert not lab_extra.keys() & runtime.keys()
+    assert "smtplab[lab]" in project["optional-dependencies"]["test"]
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "install -q -e '.[lab]'" in makefile
 
 
 def test_aiosmtpd_is_held_to_the_tested_minor_series() -> None:
