@@ -66,7 +66,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import cast
 
-from smtplab.dns.route import PermanentRouteError, Route, RouteError
+from smtplab.dns.route import Route, RouteError
 from smtplab.mailstore.maildir import Maildir
 from smtplab.protocol.clock import LabClock
 from smtplab.protocol.dsn import (
@@ -82,12 +82,16 @@ from smtplab.protocol.dsn import (
     rcpt_params,
     wants,
 )
-from smtplab.protocol.rules import message_id_of, split_enhanced
+from smtplab.protocol.rules import message_id_of
+from smtplab.queue.settle import DEFAULT_POLICY, Disposition, Handoff, RetryPolicy, settle
 from smtplab.queue.spool import QueuedRecipient, QueueEntry, Spool
-from smtplab.record.journey import JourneyBook, Step
+from smtplab.record.journey import JourneyBook, Step, StepKind
 from smtplab.record.recordings import WireJournal
 from smtplab.record.wirelog import WireLog
 from smtplab.smtp.client import Outcome, RecordingClient, quit_quietly, transact, wire_order
+
+#: What callers import from here: the queue, what it takes, and the policy it follows.
+__all__ = ["DEFAULT_POLICY", "DeliveryQueue", "Hop", "RetryPolicy"]
 
 NO_DSN = MailDSN()
 HELD = "held: waits, with no attempt and no expiry, until released"
@@ -101,43 +105,12 @@ QUEUEING_ROLES = frozenset({"relay", "submission", "submissions"})
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """When to try again. Seconds, not hours: a lab must show a retry within a cell."""
-
-    first_delay: float = 1.0
-    factor: float = 2.0
-    max_attempts: int = 5
-    max_age: float = 60.0
-
-    def delay(self, attempts: int) -> float:
-        return self.first_delay * self.factor ** max(attempts - 1, 0)
-
-
-DEFAULT_POLICY = RetryPolicy()
-
-
-@dataclass(frozen=True)
 class Hop:
     """Where the queue sends mail: resolve routes, find ports, and what each host does."""
 
     resolve: Resolve
     locate: Locate
     role_of: RoleOf
-
-
-@dataclass(frozen=True)
-class Handoff:
-    """One recipient's outcome at a next hop: the reply, the host that gave it (None when
-    none answered), and whether the DSN parameters went with it (RFC 3461 §5.2.1)."""
-
-    outcome: Outcome
-    host: str | None = None
-    dsn_passed: bool = False
-
-    @property
-    def settled(self) -> bool:
-        """Accepted or refused for good: no other MX host is tried for it."""
-        return self.outcome.accepted or self.outcome.permanent
 
 
 class DeliveryQueue:
@@ -427,11 +400,10 @@ class DeliveryQueue:
             for line in error.explanation:
                 self._step(entry, "route", line)
             text = f"{error.status} {error.text}"
-            results = {
-                r.address: Handoff(Outcome(r.address, error.code, text, "DNS"))
-                for r in entry.recipients
+            outcomes = {
+                r.address: Outcome(r.address, error.code, text, "DNS") for r in entry.recipients
             }
-            self._settle(entry, results, permanent=isinstance(error, PermanentRouteError))
+            self._settle(entry, {a: Handoff(o) for a, o in outcomes.items()})
             return
         for line in route.decisions:
             self._step(entry, "route", line)
@@ -455,7 +427,7 @@ class DeliveryQueue:
             waiting = [r for r in waiting if not results[r.address].settled]
             if not waiting:
                 break
-        self._settle(entry, results, permanent=False)
+        self._settle(entry, results)
 
     def _contain(self, entry: QueueEntry, error: Exception) -> None:
         """An error in the delivery of one entry: defer it like a temporary failure (it
@@ -467,7 +439,7 @@ class DeliveryQueue:
             r.address: Handoff(Outcome(r.address, None, why, "queue")) for r in entry.recipients
         }
         try:
-            self._settle(entry, results, permanent=False)
+            self._settle(entry, results)
         except Exception as again:
             delay = self.policy.delay(entry.attempts)
             later = replace(entry, next_attempt=time.time() + delay)
@@ -561,77 +533,46 @@ class DeliveryQueue:
             o.recipient: Handoff(o, host if o.code is not None else None, dsn) for o in outcomes
         }
 
-    def _settle(self, entry: QueueEntry, results: dict[str, Handoff], *, permanent: bool) -> None:
-        """Sort recipients into done, failed and retry; update the spool and the journey."""
-        nobody = "4.4.1 no MX host answered"
-        delivered, failed, retry = [], [], []
-        for rcpt in entry.recipients:
-            handoff = results.get(rcpt.address) or Handoff(
-                Outcome(rcpt.address, None, nobody, "connection")
-            )
-            if handoff.outcome.accepted:
-                delivered.append((rcpt, handoff))
-            elif permanent or handoff.outcome.permanent:
-                failed.append((rcpt, handoff))
-            else:
-                retry.append((rcpt, handoff))
+    def _settle(self, entry: QueueEntry, handoffs: dict[str, Handoff]) -> None:
+        """Carry out what :func:`~smtplab.queue.settle.settle` decides for the recipients:
+        journey steps and notices, then the spool and the schedule."""
+        now = time.time()
+        decision = settle(entry, handoffs, self.policy, now, held=self._held)
         # Notices are queued before the final step and recorded right after it, at once
         # (Journey.add): a finished journey shows them, after the event they report.
-        for host in sorted({h.host for _, h in delivered if h.host is not None}):
-            self._handed_to(entry, host, [(r, h) for r, h in delivered if h.host == host])
-        now = time.time()
-        expired = not self._held and (  # held mail never expires (see hold)
-            entry.attempts >= self.policy.max_attempts or entry.age(now) > self.policy.max_age
-        )
-        if retry and expired:
-            failed += retry
-            retry = []
-        if failed and must_not_notify(entry.sender):
-            if not self._to_postmaster(entry, failed):
-                retry += failed  # not stored: it stays queued and is tried again later
-        elif failed:
-            notices = self._notify(entry, "failed", failed)
-            self._step(entry, "bounced", _reasons(failed), _addresses(failed), notices=notices)
-        if not retry:
+        for host, accepted in decision.delivered_by().items():
+            self._handed_to(entry, host, accepted)
+        if decision.to_postmaster and not self._to_postmaster(entry, decision.bounced):
+            # not stored: it stays queued and is tried again later
+            decision = settle(
+                entry, handoffs, self.policy, now, held=self._held, postmaster_refused=True
+            )
+        elif decision.bounced and not decision.to_postmaster:
+            notices = self._notify(entry, "failed", decision.bounced)
+            bounced = decision.bounced
+            self._step(entry, "bounced", _reasons(bounced), _addresses(bounced), notices=notices)
+        later = decision.requeued
+        if later is None:
             self.spool.remove(entry.qid)
             return
-        delay = self.policy.delay(entry.attempts)
-        entry = replace(
-            entry,
-            recipients=[r for r, _ in retry],
-            next_attempt=now + delay,
-            held_since=now if self._held else None,
-        )
-        notices: tuple[Step, ...] = ()
-        if not entry.delay_notified and any(
-            wants(frozenset(r.notify), "delayed") for r, _ in retry
-        ):
-            notices = self._notify(entry, "delayed", retry)
-            entry = replace(entry, delay_notified=True)
-        reason = _reasons(retry)
+        notices = self._notify(later, "delayed", decision.retry)
+        reason, addresses = _reasons(decision.retry), _addresses(decision.retry)
         if self._held:
-            text = f"attempt {entry.attempts} failed ({reason}); held until released"
-            self._step(entry, "held", text, _addresses(retry), notices=notices)
+            text = f"attempt {later.attempts} failed ({reason}); held until released"
+            self._step(later, "held", text, addresses, notices=notices)
         else:
-            text = f"attempt {entry.attempts} failed ({reason}); retry in {delay:g} s"
+            text = f"attempt {later.attempts} failed ({reason}); retry in {decision.delay:g} s"
             self._step(
-                entry,
-                "retry",
-                text,
-                _addresses(retry),
-                retry_at=entry.next_attempt,
-                notices=notices,
+                later, "retry", text, addresses, retry_at=later.next_attempt, notices=notices
             )
-        self.spool.update(entry)
-        self._schedule([entry])
+        self.spool.update(later)
+        self._schedule([later])
 
-    def _handed_to(
-        self, entry: QueueEntry, host: str, accepted: list[tuple[QueuedRecipient, Handoff]]
-    ) -> None:
+    def _handed_to(self, entry: QueueEntry, host: str, accepted: tuple[Disposition, ...]) -> None:
         """``host`` took these recipients: it is responsible now (§6.1). A success notice
         is this queue's to send only if the DSN parameters could not go on (RFC 3461
         §5.2.2); otherwise the MX that delivers sends "delivered" itself (§5.2.3)."""
-        notices = self._notify(entry, "relayed", [(r, h) for r, h in accepted if not h.dsn_passed])
+        notices = self._notify(entry, "relayed", accepted)
         role = self.hop.role_of(host)
         addresses = _addresses(accepted)
         if role == "mx":
@@ -645,7 +586,7 @@ class DeliveryQueue:
     def _step(
         self,
         entry: QueueEntry,
-        kind: str,
+        kind: StepKind,
         text: str,
         recipients: tuple[str, ...] | None = None,
         *,
@@ -657,12 +598,10 @@ class DeliveryQueue:
         and after it, at once, the ``notices`` it caused (see :meth:`_notify`)."""
         if recipients is None:
             recipients = tuple(r.address for r in entry.recipients)
-        step = Step(kind, self.host, text, recipients, wire, entry.qid, retry_at)  # type: ignore[arg-type]
+        step = Step(kind, self.host, text, recipients, wire, entry.qid, retry_at)
         self.journeys.add(entry.message_id, step, *notices)
 
-    def _to_postmaster(
-        self, entry: QueueEntry, failed: list[tuple[QueuedRecipient, Handoff]]
-    ) -> bool:
+    def _to_postmaster(self, entry: QueueEntry, bounced: tuple[Disposition, ...]) -> bool:
         """Keep an undeliverable notice in the postmaster's mailbox, as it is (the reverse-path
         stays null, §4.5.5); False if it could not be stored (it then stays queued)."""
         address = f"postmaster@{self.domain}"
@@ -674,28 +613,32 @@ class DeliveryQueue:
             self.postmaster(address).deliver(trace.encode() + self.spool.message(entry.qid))
         except OSError:
             return False
-        text = f"undeliverable notice ({_reasons(failed)}) kept for <{address}>"
-        self._step(entry, "postmaster", text, _addresses(failed))
+        text = f"undeliverable notice ({_reasons(bounced)}) kept for <{address}>"
+        self._step(entry, "postmaster", text, _addresses(bounced))
         return True
 
     # -- delivery status notifications ------------------------------------------------
     def _notify(
-        self, entry: QueueEntry, action: Action, results: list[tuple[QueuedRecipient, Handoff]]
+        self, entry: QueueEntry, action: Action, dispositions: tuple[Disposition, ...]
     ) -> tuple[Step, ...]:
-        """Queue a DSN to the sender for the recipients that asked for this ``action``;
+        """Queue a DSN to the sender for the recipients whose notice is this ``action``;
         return its journey step (none if no notice is due), for the caller to record
         after the step it reports."""
-        wanted = [(r, h) for r, h in results if wants(frozenset(r.notify), action)]
         statuses = tuple(
             RecipientStatus(
-                address=r.address,
+                address=d.recipient.address,
                 action=action,
-                status=split_enhanced(h.outcome.text)[0] or _default_status(action, h.outcome),
-                diagnostic=f"{h.outcome.code} {h.outcome.text}" if h.outcome.code else None,
-                remote_mta=h.host,
-                orcpt=r.orcpt,
+                status=d.status,
+                diagnostic=(
+                    f"{d.handoff.outcome.code} {d.handoff.outcome.text}"
+                    if d.handoff.outcome.code
+                    else None
+                ),
+                remote_mta=d.handoff.host,
+                orcpt=d.recipient.orcpt,
             )
-            for r, h in wanted
+            for d in dispositions
+            if d.notice == action
         )
         dsn = MailDSN(cast(Ret | None, entry.ret), entry.envid)
         original = Original(entry.qid, entry.message_id, entry.sender, entry.arrival, dsn)
@@ -773,19 +716,11 @@ class Original:
     dsn: MailDSN
 
 
-def _addresses(results: list[tuple[QueuedRecipient, Handoff]]) -> tuple[str, ...]:
-    return tuple(r.address for r, _ in results)
+def _addresses(results: tuple[Disposition, ...]) -> tuple[str, ...]:
+    return tuple(d.recipient.address for d in results)
 
 
-def _reasons(results: list[tuple[QueuedRecipient, Handoff]]) -> str:
+def _reasons(results: tuple[Disposition, ...]) -> str:
     """The replies behind ``results``, each once, in a stable order."""
-    return "; ".join(sorted({f"{h.outcome.code or '---'} {h.outcome.text}" for _, h in results}))
-
-
-def _default_status(action: str, outcome: Outcome) -> str:
-    """An RFC 3463 status when the reply had none: success, or a routing/timeout failure."""
-    if action in ("delivered", "relayed"):
-        return "2.0.0"
-    if outcome.code is None:
-        return "4.4.1"  # no answer from host (RFC 3463 §3.5)
-    return f"{outcome.code // 100}.0.0"
+    outcomes = (d.handoff.outcome for d in results)
+    return "; ".join(sorted({f"{o.code or '---'} {o.text}" for o in outcomes}))
