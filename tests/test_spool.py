@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from smtplab.queue import spool as spool_module
-from smtplab.queue.spool import QueuedRecipient, QueueEntry, Spool
+from smtplab.queue.spool import NotAnEntry, QueuedRecipient, QueueEntry, Spool
 
 MESSAGE = b"Subject: x\r\n\r\nline one\r\n.line two\r\n"
 
@@ -108,6 +108,8 @@ NOT_ENTRIES = [
     ("an unknown field", make_entry("000009-1").to_json()[:-1] + b',"colour":"red"}\n'),
     ("recipients not objects", make_entry("000009-1").to_json().replace(b'[{"address"', b'[["x"')),
     ("names another entry", make_entry("000008-1").to_json() + b"\n" + MESSAGE),
+    ("nested too deep for the parser", b"[" * 100_000),
+    ("not UTF-8", b'{"qid":"\xff"}\n'),
 ]
 
 
@@ -122,6 +124,41 @@ def test_a_file_that_is_no_entry_is_moved_to_corrupt_and_the_rest_is_read(
     assert spool.set_aside == [tmp_path / "corrupt" / "000009-1"]
     assert (tmp_path / "corrupt" / "000009-1").read_bytes() == content  # kept, unread
     assert not (tmp_path / "queue" / "000009-1").exists()
+
+
+@pytest.mark.parametrize("content", [c for _, c in NOT_ENTRIES], ids=[n for n, _ in NOT_ENTRIES])
+def test_reading_a_file_that_is_no_entry_says_so_and_moves_nothing(
+    tmp_path: Path, content: bytes
+) -> None:
+    Spool(tmp_path)
+    (tmp_path / "queue" / "000009-1").write_bytes(content)
+    with pytest.raises(NotAnEntry, match=r"^000009-1: "):
+        Spool.read(tmp_path / "queue" / "000009-1")
+    assert (tmp_path / "queue" / "000009-1").read_bytes() == content
+    assert not (tmp_path / "corrupt").exists()
+
+
+def test_a_spool_can_be_listed_and_read_without_opening_it(tmp_path: Path) -> None:
+    """`smtplab queue` reads the spool of a running lab: it must not clear tmp/ (a write in
+    progress) nor move what it cannot read."""
+    spool = Spool(tmp_path)
+    spool.put([make_entry("000001-1"), make_entry("000001-2")], MESSAGE)
+    (tmp_path / "tmp" / "000002-1").write_bytes(b"being written")
+    (tmp_path / "queue" / "notes.txt").write_bytes(b"mine")
+    stored = Spool.stored(tmp_path)
+    assert [p.name for p in stored] == ["000001-1", "000001-2", "notes.txt"]
+    assert Spool.read(stored[0]) == (make_entry("000001-1"), MESSAGE)
+    with pytest.raises(NotAnEntry):
+        Spool.read(stored[2])
+    assert (tmp_path / "tmp" / "000002-1").exists() and (tmp_path / "queue" / "notes.txt").exists()
+    spool.remove("000001-2")
+    with pytest.raises(FileNotFoundError):  # delivered meanwhile
+        Spool.read(stored[1])
+
+
+def test_a_folder_without_a_queue_lists_nothing_and_stays_as_it_was(tmp_path: Path) -> None:
+    assert Spool.stored(tmp_path / "nothing") == []
+    assert not (tmp_path / "nothing").exists()
 
 
 def test_messages_past_the_cache_limit_are_read_from_disk(
