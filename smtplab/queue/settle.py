@@ -140,7 +140,7 @@ def settle(
     if bounced and silent and postmaster_refused:
         bounced, retry = [], retry + bounced
     delay = policy.delay(entry.attempts)
-    first_delay = not entry.delay_notified and any(
+    warn_delayed = not entry.delay_notified and any(
         wants(frozenset(r.notify), "delayed") for r, _ in retry
     )
     requeued = None
@@ -150,7 +150,7 @@ def settle(
             recipients=[r for r, _ in retry],
             next_attempt=now + delay,
             held_since=now if held else None,
-            delay_notified=entry.delay_notified or first_delay,
+            delay_notified=entry.delay_notified or warn_delayed,
         )
 
     def disposed(
@@ -161,7 +161,7 @@ def settle(
     return Decision(
         delivered=disposed(delivered, "relayed"),
         bounced=disposed(bounced, "failed"),
-        retry=disposed(retry, "delayed" if first_delay else None),
+        retry=disposed(retry, "delayed" if warn_delayed else None),
         to_postmaster=bool(bounced) and silent,
         delay=delay,
         requeued=requeued,
