@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from smtplab.errors import SmtplabError
 from smtplab.mailstore.maildir import fsync_dir
 
 #: Bytes of recently stored messages the spool keeps in memory (see above).
@@ -252,16 +253,12 @@ class Spool:
         at, and listed in :attr:`set_aside`.
         """
         found = []
-        for path in sorted(self._queue.iterdir()):
+        for path in self.stored(self.folder):
             try:
                 with open(path, "rb") as handle:
-                    entry = QueueEntry.from_json(handle.readline())
-                if entry.qid != path.name:
-                    raise ValueError(f"names entry {entry.qid!r}")
-            except (OSError, ValueError, TypeError, KeyError, AttributeError):
+                    found.append(_envelope(handle.readline(), path.name))
+            except (OSError, NotAnEntry):
                 self._set_aside(path)
-                continue
-            found.append(entry)
         return found
 
     def _set_aside(self, path: Path) -> None:
@@ -270,6 +267,37 @@ class Spool:
         with contextlib.suppress(OSError):  # if it cannot even be moved, it stays unread
             os.replace(path, corrupt / path.name)
             self.set_aside.append(corrupt / path.name)
+
+    # -- reading a spool without opening it: `smtplab queue`, while its lab runs ----------
+    @staticmethod
+    def stored(folder: Path) -> list[Path]:
+        """The entry files of the spool in ``folder``, oldest first (none if it has no
+        queue). Changes nothing, unlike opening a :class:`Spool` there."""
+        queue = folder / "queue"
+        return sorted(queue.iterdir()) if queue.is_dir() else []
+
+    @staticmethod
+    def read(path: Path) -> tuple[QueueEntry, bytes]:
+        """One entry file's envelope and message, as :meth:`entries` reads it, changing
+        nothing. FileNotFoundError: delivered meanwhile; :class:`NotAnEntry`: a file the
+        queue would set aside; another OSError: it cannot be read."""
+        head, _, message = path.read_bytes().partition(b"\n")
+        return _envelope(head, path.name), message
+
+
+class NotAnEntry(SmtplabError, ValueError):
+    """A file in a spool's ``queue/`` that cannot be read as the entry it is named after."""
+
+
+def _envelope(line: bytes, name: str) -> QueueEntry:
+    """The entry in an entry file's first line, which must be the entry named ``name``."""
+    try:
+        entry = QueueEntry.from_json(line)
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
+        raise NotAnEntry(f"{name}: {error!r:.200}") from None
+    if entry.qid != name:
+        raise NotAnEntry(f"{name}: names entry {entry.qid!r}")
+    return entry
 
 
 def _number(name: str) -> int:
