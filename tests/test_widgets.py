@@ -31,16 +31,15 @@ from smtplab.record.transcript import (
     TLSStarted,
     Transcript,
 )
+from smtplab.view.pictures import journey_svg, sequence_svg
 from smtplab.view.widgets import (
     JourneyModel,
     MailboxModel,
     compose,
     dashboard,
     journey_of,
-    journey_svg,
     mailbox_view,
     path_view,
-    sequence_svg,
     transcript_view,
 )
 from smtplab.view.widgets.models import Recorded, accepted_keywords

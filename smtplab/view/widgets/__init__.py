@@ -7,10 +7,8 @@ let the widget be the cell's value::
     from smtplab.view.widgets import dashboard
     dashboard(lab)
 
-The drawings are plain functions returning SVG text, the same on every run::
-
-    from IPython.display import SVG
-    SVG(sequence_svg(result.transcript))
+The drawings the Path tab shows are plain functions in :mod:`smtplab.view.pictures`
+(``journey_svg``, ``sequence_svg``), which need no ipywidgets.
 """
 
 from smtplab.view.widgets.compose import ComposeView, compose
@@ -27,7 +25,7 @@ from smtplab.view.widgets.models import (
     SendOption,
     journey_of,
 )
-from smtplab.view.widgets.path import PathView, journey_svg, path_view, sequence_svg
+from smtplab.view.widgets.path import PathView, path_view
 from smtplab.view.widgets.transcript_view import TranscriptView, transcript_view
 
 __all__ = [
@@ -47,9 +45,7 @@ __all__ = [
     "compose",
     "dashboard",
     "journey_of",
-    "journey_svg",
     "mailbox_view",
     "path_view",
-    "sequence_svg",
     "transcript_view",
 ]
