@@ -17,7 +17,7 @@ from typing import Any
 import ipywidgets as ipw
 
 from smtplab.view.widgets._html import ShortRepr, error_html, outcomes_html, style_widget
-from smtplab.view.widgets.models import FIELDS, Attachment, ComposeModel
+from smtplab.view.widgets.models import FIELDS, SEND_OPTIONS, Attachment, ComposeModel
 
 LABEL_STYLE = {"description_width": "80px"}
 FIELD_WIDTH = "380px"
@@ -60,7 +60,7 @@ class ComposeView(ShortRepr, ipw.VBox):
             option.name: ipw.Checkbox(
                 description=option.label, tooltip=option.tooltip, indent=False
             )
-            for option in model.available_options
+            for option in SEND_OPTIONS
         }
         self.send_button = ipw.Button(
             description="Send", button_style="primary", icon="paper-plane", tooltip="lab.send(…)"
@@ -88,11 +88,10 @@ class ComposeView(ShortRepr, ipw.VBox):
         rows.append(self._row("attachment", self.attachment, self.attachment_name))
         self.via.add_class("smtplab-compose-via")
         rows.append(self._row("via", self.via))
-        if self.option_boxes:
-            for name, box in self.option_boxes.items():
-                box.add_class(f"smtplab-compose-option-{name}")
-            label = ipw.Label("Options", layout=ipw.Layout(width="84px"))
-            rows.append(ipw.HBox([label, *self.option_boxes.values()]))
+        for name, box in self.option_boxes.items():
+            box.add_class(f"smtplab-compose-option-{name}")
+        label = ipw.Label("Options", layout=ipw.Layout(width="84px"))
+        rows.append(ipw.HBox([label, *self.option_boxes.values()]))
         self.send_button.add_class("smtplab-compose-send")
         self.status.add_class("smtplab-compose-status")
         self.outcomes.add_class("smtplab-compose-outcomes")

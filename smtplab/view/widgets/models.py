@@ -21,25 +21,20 @@ browser from any thread. Nothing here prints, and nothing calls ``display()``.
 
 from __future__ import annotations
 
-import inspect
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import make_msgid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from traitlets import Any as AnyTrait
 from traitlets import Bool, Dict, HasTraits, Int, List, Unicode, observe
 
-from smtplab.protocol.message import (
-    InvalidInput,
-    address_list,
-    build_message,
-    check_address,
-    check_header_text,
-)
-from smtplab.record.journey import Journey, Step
+from smtplab.protocol.message import InvalidInput
+from smtplab.record.journey import Journey
 from smtplab.record.transcript import Transcript
+
+if TYPE_CHECKING:
+    from smtplab.lab import SendResult
+    from smtplab.record.wirelog import WireLog
 
 # Fields of the compose form; an InvalidInput whose ``field`` is not one of
 # them (a custom header's name, say) is shown beside the Send button.
@@ -63,11 +58,8 @@ def stopped_notice(lab: Any) -> str | None:
 
 @dataclass(frozen=True)
 class SendOption:
-    """A tick box on the compose form that becomes one keyword argument of ``lab.send``.
-
-    It is offered only when ``lab.send`` has a parameter called ``name``; when
-    ticked, ``name=value`` is passed.
-    """
+    """A tick box on the compose form that becomes one keyword argument of ``lab.send``:
+    when ticked, ``name=value`` is passed."""
 
     name: str
     label: str
@@ -76,12 +68,6 @@ class SendOption:
 
 
 SEND_OPTIONS: tuple[SendOption, ...] = (
-    SendOption(
-        "starttls",
-        "STARTTLS",
-        True,
-        "Upgrade the connection to TLS before MAIL FROM (RFC 3207)",
-    ),
     SendOption(
         "notify",
         "NOTIFY (DSN)",
@@ -104,14 +90,6 @@ class Attachment:
         return (self.name, self.content, self.content_type)
 
 
-def accepted_keywords(function: Callable[..., Any]) -> frozenset[str]:
-    """The names ``function`` accepts as keyword arguments (``**kwargs`` is not counted)."""
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return frozenset(
-        p.name for p in inspect.signature(function).parameters.values() if p.kind in kinds
-    )
-
-
 class ComposeModel(HasTraits):
     """What the reader typed into the compose form, and what happened when they sent it.
 
@@ -128,7 +106,7 @@ class ComposeModel(HasTraits):
     subject = Unicode()
     body = Unicode()
     via = Unicode(help='the lab host to submit to; "" lets the lab choose (its default route)')
-    options = Dict(help="SendOption name -> ticked, for the options lab.send accepts")
+    options = Dict(help="SendOption name -> ticked")
     attachments = List(help="Attachment objects")
     sending = Bool(False, read_only=True)
     errors = Dict(help="field -> message, from the last send")
@@ -138,9 +116,7 @@ class ComposeModel(HasTraits):
     def __init__(self, lab: Any, **kwargs: Any):
         super().__init__(**kwargs)
         self.lab = lab
-        self.keywords = accepted_keywords(lab.send)
-        self.available_options = tuple(o for o in SEND_OPTIONS if o.name in self.keywords)
-        self.options = {o.name: bool(self.options.get(o.name)) for o in self.available_options}
+        self.options = {o.name: bool(self.options.get(o.name)) for o in SEND_OPTIONS}
         if not self.sender and self.senders:
             self.sender = self.senders[0]
         self._lock = threading.Lock()
@@ -163,36 +139,12 @@ class ComposeModel(HasTraits):
         kwargs: dict[str, Any] = {"cc": self.cc, "bcc": self.bcc}
         if self.via:
             kwargs["via"] = self.via
-        for option in self.available_options:
+        for option in SEND_OPTIONS:
             if self.options.get(option.name):
                 kwargs[option.name] = option.value
         if self.attachments:
-            if "attachments" in self.keywords:
-                kwargs["attachments"] = [a.as_argument() for a in self.attachments]
-            else:
-                kwargs["message"] = self._message_with_attachments()
+            kwargs["attachments"] = [a.as_argument() for a in self.attachments]
         return (self.sender, self.to, self.subject, self.body), kwargs
-
-    def _message_with_attachments(self) -> Any:
-        """Build the message here while ``lab.send`` cannot attach files itself."""
-        sender = check_address("from", self.sender)
-        to = address_list("to", self.to)
-        cc = address_list("cc", self.cc)
-        address_list("bcc", self.bcc)
-        clock = getattr(self.lab, "clock", None)
-        message = build_message(
-            sender,
-            to,
-            cc,
-            check_header_text("subject", self.subject),
-            self.body,
-            date=clock.rfc5322() if clock is not None else "",
-            message_id=make_msgid(domain=sender.rpartition("@")[2]),
-            attachments=[item.as_argument() for item in self.attachments],
-        )
-        if clock is None:
-            del message["Date"]
-        return message
 
     def send_now(self) -> Any:
         """Send on this thread; return the SendResult, or None (then see ``errors``)."""
@@ -250,65 +202,17 @@ class ComposeModel(HasTraits):
 HOP_WATCH_LIMIT = 600.0  # seconds a watcher waits for a connection to close
 
 
-class Recorded:
-    """A finished recording, standing in for a WireLog in journeys built here."""
-
-    def __init__(self, transcript: Transcript):
-        self._transcript = transcript
-        self.closed = threading.Event()
-        self.closed.set()
-
-    def transcript(self) -> Transcript:
-        return self._transcript
-
-
-def _is_closed(wire: Any) -> bool:
-    closed = getattr(wire, "closed", None)
-    return closed is None or closed.is_set()
-
-
-def journey_of(item: Any, roles: dict[str, str] | None = None) -> Journey | None:
-    """A Journey for a SendResult, a Journey, a Transcript or None.
-
-    A SendResult from a lab that does not report journeys yet gets a journey
-    of one hop (its transcript). When ``roles`` says the server is an ``mx``,
-    recipients it accepted are marked delivered, since an MX stores mail for
-    its own users before it answers 250.
-    """
+def journey_of(item: SendResult | Journey | None) -> Journey | None:
+    """The Journey of a SendResult; a Journey (or None) as it is."""
     if item is None or isinstance(item, Journey):
         return item
-    if isinstance(item, Transcript):
-        journey = Journey("", ())
-        journey.add(Step("submitted", item.client, f"→ {item.server}", (), Recorded(item)))
-        return journey
-    existing = getattr(item, "journey", None)
-    if existing is not None:
-        return existing
-    journey = Journey(item.message_id, tuple(item.recipients))
-    accepted = tuple(o.recipient for o in item.outcomes if o.accepted)
-    journey.add(
-        Step(
-            "submitted",
-            item.transcript.client,
-            f"→ {item.server}",
-            accepted,
-            Recorded(item.transcript),
-        )
-    )
-    for outcome in item.outcomes:
-        if not outcome.accepted:
-            code = "---" if outcome.code is None else outcome.code
-            text = f"refused at {outcome.stage}: {code} {outcome.text}"
-            journey.add(Step("refused", item.server, text, (outcome.recipient,)))
-    if accepted and (roles or {}).get(item.server) == "mx":
-        journey.add(Step("delivered", item.server, "stored in the mailbox", accepted))
-    return journey
+    return item.journey
 
 
 class JourneyModel(HasTraits):
     """The message being watched: its journey's steps and hop transcripts, kept current.
 
-    ``show(x)`` accepts a SendResult, a Journey, a Transcript or None. While
+    ``show(x)`` accepts a SendResult, a Journey or None. While
     the journey grows (``journey.on_step``, on the lab's threads), ``steps``,
     ``hops`` and ``done`` follow it. A hop's recording is live (its step is
     added when the connection opens), so each open connection also has a
@@ -321,22 +225,28 @@ class JourneyModel(HasTraits):
     hops = List(help="the Transcript of every connection, in order")
     done = Bool(False)
 
-    def __init__(self, item: Any = None, *, roles: dict[str, str] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        item: SendResult | Journey | None = None,
+        *,
+        roles: dict[str, str] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
-        self.roles = dict(roles or {})
+        self.roles = dict(roles or {})  # host -> role, for the journey drawing
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
-        self._watched: dict[int, Any] = {}  # id -> wire, for connections being watched
+        self._watched: dict[int, WireLog] = {}  # id -> wire, for connections being watched
         self._complete = True  # every hop shown was read after its connection closed
         self.show(item)
 
-    def show(self, item: Any) -> None:
-        journey = journey_of(item, self.roles)
+    def show(self, item: SendResult | Journey | None) -> None:
+        journey = journey_of(item)
         with self._lock:
-            self.result = None if isinstance(item, Journey | Transcript) else item
+            self.result = None if isinstance(item, Journey) else item
             self.journey = journey
             if journey is not None:
-                journey.on_step(lambda _step, journey=journey: self._follow(journey))
+                journey.on_step(lambda _step: self._follow(journey))
             self._follow(journey)
 
     def _follow(self, journey: Journey | None) -> None:
@@ -347,20 +257,19 @@ class JourneyModel(HasTraits):
             for step in steps:
                 self._watch(journey, step.wire)
             # Closed before they are read: then the transcripts read are complete.
-            self._complete = all(_is_closed(s.wire) for s in steps if s.wire is not None)
+            self._complete = all(s.wire.closed.is_set() for s in steps if s.wire is not None)
             self.hops = [s.transcript for s in steps if s.wire is not None]
             self.steps = steps
             self.done = journey is not None and journey.done
             self._changed.notify_all()
 
-    def _watch(self, journey: Journey | None, wire: Any) -> None:
-        closed = getattr(wire, "closed", None)
-        if closed is None or closed.is_set() or id(wire) in self._watched:
+    def _watch(self, journey: Journey | None, wire: WireLog | None) -> None:
+        if wire is None or wire.closed.is_set() or id(wire) in self._watched:
             return
         self._watched[id(wire)] = wire
 
         def watch() -> None:
-            closed.wait(HOP_WATCH_LIMIT)
+            wire.closed.wait(HOP_WATCH_LIMIT)
             with self._lock:
                 self._watched.pop(id(wire), None)
             self._follow(journey)

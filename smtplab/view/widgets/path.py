@@ -10,7 +10,7 @@ offers the journey's hops in a dropdown, and draws the chosen hop with
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as ipw
 
@@ -18,6 +18,10 @@ from smtplab.record.transcript import Transcript
 from smtplab.view.pictures import journey_svg, sequence_svg
 from smtplab.view.widgets._html import ShortRepr, style_widget
 from smtplab.view.widgets.models import JourneyModel, PathModel
+
+if TYPE_CHECKING:
+    from smtplab.lab import SendResult
+    from smtplab.record.journey import Journey
 
 
 class PathView(ShortRepr, ipw.VBox):
@@ -62,6 +66,8 @@ class PathView(ShortRepr, ipw.VBox):
         self.sequence_html.value = sequence_svg(transcript) if transcript is not None else ""
 
 
-def path_view(item: Any = None, *, roles: dict[str, str] | None = None) -> PathView:
+def path_view(
+    item: SendResult | Journey | None = None, *, roles: dict[str, str] | None = None
+) -> PathView:
     """A widget drawing a SendResult's (or Journey's) path and each hop's sequence diagram."""
     return PathView(PathModel(JourneyModel(item, roles=roles)))

@@ -11,12 +11,16 @@ added; the view only ever updates widget values.
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as ipw
 
 from smtplab.view.widgets._html import ShortRepr, outcomes_html, style_widget
 from smtplab.view.widgets.models import JourneyModel
+
+if TYPE_CHECKING:
+    from smtplab.lab import SendResult
+    from smtplab.record.journey import Journey
 
 EMPTY = '<i style="color:#757575">No message yet: send one and its conversation appears here.</i>'
 
@@ -74,14 +78,12 @@ class TranscriptView(ShortRepr, ipw.VBox):
             f"<b>{html.escape(journey.message_id or 'The message')}</b>: {count} "
             f"connection{'s' if count != 1 else ''}"
         )
-        result = self.model.result
-        if result is None or hasattr(result, "journey"):  # a lab that reports journeys
-            head += "; every recipient has a final outcome" if self.model.done else "; on its way…"
+        head += "; every recipient has a final outcome" if self.model.done else "; on its way…"
         return f'<div class="smtplab-journey-summary">{head}</div>' + outcomes_html(
             self.model.result
         )
 
 
-def transcript_view(item: Any = None) -> TranscriptView:
-    """A tabbed view of a SendResult's (or Journey's, or Transcript's) connections."""
+def transcript_view(item: SendResult | Journey | None = None) -> TranscriptView:
+    """A tabbed view of a SendResult's (or Journey's) connections."""
     return TranscriptView(JourneyModel(item))
