@@ -12,7 +12,6 @@ import html
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -119,17 +118,6 @@ def relayed_journey() -> Journey:
 
 
 # -- compose ------------------------------------------------------------------------------------
-def upload(name: str, content_type: str, content: bytes) -> dict[str, Any]:
-    """One entry of FileUpload.value, as the browser sends it."""
-    return {
-        "name": name,
-        "type": content_type,
-        "size": len(content),
-        "content": memoryview(content),
-        "last_modified": datetime(2026, 11, 2, 9, 0, tzinfo=UTC),
-    }
-
-
 def fill(view: Any, **values: str) -> None:
     for name, value in values.items():
         getattr(view, name).value = value
@@ -234,26 +222,6 @@ def test_notify_is_offered_and_ticking_it_asks_for_notices(shared_lab):
     assert result.ok
     rcpt = [c.line for c in result.transcript.commands if c.verb == "RCPT"]
     assert rcpt == ["RCPT TO:<bob@example.org> NOTIFY=SUCCESS,FAILURE"]
-
-
-def test_an_uploaded_file_is_attached_and_reaches_the_mailbox(shared_lab):
-    view = compose(shared_lab)
-    view.attachment.value = (upload("notes.txt", "text/plain", b"hello\n"),)
-    assert "notes.txt (6 bytes)" in view.attachment_name.value
-    fill(
-        view,
-        to="bob@example.org",
-        subject="With a file",
-        body="see attached",
-        via="mx1.example.org",
-    )
-    _, arguments = view.model.send_arguments()
-    assert arguments["attachments"] == [("notes.txt", b"hello\n", "text/plain")]
-    view.send_button.click()
-    assert view.model.wait(DEADLINE).ok
-    (stored,) = [m for m in shared_lab.mailbox("bob@example.org") if m.subject == "With a file"]
-    (part,) = stored.message.iter_attachments()
-    assert part.get_filename() == "notes.txt" and part.get_content() == "hello\n"
 
 
 # -- transcripts -------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Widgets for the lab: compose a message, read its transcripts, see its path, open mailboxes.
 
-Each widget is a thin ipywidgets view over a model object (``smtplab.view.widgets.models``)
+Each widget is a thin ipywidgets view over a model object (``models``, ``journey_model``)
 that holds its state and calls only the lab's public API. Call a function and
 let the widget be the cell's value::
 
@@ -13,17 +13,15 @@ The drawings the Path tab shows are plain functions in :mod:`smtplab.view.pictur
 
 from smtplab.view.widgets.compose import ComposeView, compose
 from smtplab.view.widgets.dashboard import Dashboard, dashboard
+from smtplab.view.widgets.journey_model import JourneyModel, PathModel, journey_of
 from smtplab.view.widgets.mailbox_view import MailboxView, mailbox_view
 from smtplab.view.widgets.models import (
     SEND_OPTIONS,
     Attachment,
     ComposeModel,
     DashboardModel,
-    JourneyModel,
     MailboxModel,
-    PathModel,
     SendOption,
-    journey_of,
 )
 from smtplab.view.widgets.path import PathView, path_view
 from smtplab.view.widgets.transcript_view import TranscriptView, transcript_view

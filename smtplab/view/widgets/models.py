@@ -14,9 +14,11 @@ widget at all, and nothing in this package opens a socket or speaks SMTP.
 Two kinds of thread write to models: the compose model's send thread (so the
 notebook stays responsive while a message is on its way) and the lab's queue
 workers, which report a :class:`~smtplab.record.journey.Journey`'s new steps through
-``journey.on_step``. Both only *assign traits*; the observers that re-render
-widget values run on that thread, and ipywidgets syncs those values to the
-browser from any thread. Nothing here prints, and nothing calls ``display()``.
+``journey.on_step`` (the models that follow a journey are in
+:mod:`~smtplab.view.widgets.journey_model`). Both only *assign traits*; the
+observers that re-render widget values run on that thread, and ipywidgets syncs
+those values to the browser from any thread. Nothing here prints, and nothing
+calls ``display()``.
 """
 
 from __future__ import annotations
@@ -29,12 +31,10 @@ from traitlets import Any as AnyTrait
 from traitlets import Bool, Dict, HasTraits, Int, List, Unicode, observe
 
 from smtplab.protocol.message import InvalidInput
-from smtplab.record.journey import Journey
-from smtplab.record.transcript import Transcript
+from smtplab.view.widgets.journey_model import JourneyModel, PathModel
 
 if TYPE_CHECKING:
-    from smtplab.lab import SendResult
-    from smtplab.record.wirelog import WireLog
+    pass
 
 # Fields of the compose form; an InvalidInput whose ``field`` is not one of
 # them (a custom header's name, say) is shown beside the Send button.
@@ -199,96 +199,6 @@ class ComposeModel(HasTraits):
         return self.result
 
 
-HOP_WATCH_LIMIT = 600.0  # seconds a watcher waits for a connection to close
-
-
-def journey_of(item: SendResult | Journey | None) -> Journey | None:
-    """The Journey of a SendResult; a Journey (or None) as it is."""
-    if item is None or isinstance(item, Journey):
-        return item
-    return item.journey
-
-
-class JourneyModel(HasTraits):
-    """The message being watched: its journey's steps and hop transcripts, kept current.
-
-    ``show(x)`` accepts a SendResult, a Journey or None. While
-    the journey grows (``journey.on_step``, on the lab's threads), ``steps``,
-    ``hops`` and ``done`` follow it. A hop's recording is live (its step is
-    added when the connection opens), so each open connection also has a
-    watcher thread that refreshes ``hops`` when the connection closes.
-    """
-
-    result = AnyTrait(None, help="the SendResult shown, if any")
-    journey = AnyTrait(None, help="the Journey shown, if any")
-    steps = List(help="Step objects, in order")
-    hops = List(help="the Transcript of every connection, in order")
-    done = Bool(False)
-
-    def __init__(
-        self,
-        item: SendResult | Journey | None = None,
-        *,
-        roles: dict[str, str] | None = None,
-        **kwargs: Any,
-    ):
-        super().__init__(**kwargs)
-        self.roles = dict(roles or {})  # host -> role, for the journey drawing
-        self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
-        self._watched: dict[int, WireLog] = {}  # id -> wire, for connections being watched
-        self._complete = True  # every hop shown was read after its connection closed
-        self.show(item)
-
-    def show(self, item: SendResult | Journey | None) -> None:
-        journey = journey_of(item)
-        with self._lock:
-            self.result = None if isinstance(item, Journey) else item
-            self.journey = journey
-            if journey is not None:
-                journey.on_step(lambda _step: self._follow(journey))
-            self._follow(journey)
-
-    def _follow(self, journey: Journey | None) -> None:
-        with self._lock:
-            if journey is not self.journey:
-                return  # a step of a message we no longer show
-            steps = journey.steps if journey is not None else []
-            for step in steps:
-                self._watch(journey, step.wire)
-            # Closed before they are read: then the transcripts read are complete.
-            self._complete = all(s.wire.closed.is_set() for s in steps if s.wire is not None)
-            self.hops = [s.transcript for s in steps if s.wire is not None]
-            self.steps = steps
-            self.done = journey is not None and journey.done
-            self._changed.notify_all()
-
-    def _watch(self, journey: Journey | None, wire: WireLog | None) -> None:
-        if wire is None or wire.closed.is_set() or id(wire) in self._watched:
-            return
-        self._watched[id(wire)] = wire
-
-        def watch() -> None:
-            wire.closed.wait(HOP_WATCH_LIMIT)
-            with self._lock:
-                self._watched.pop(id(wire), None)
-            self._follow(journey)
-
-        threading.Thread(target=watch, name="smtplab-hop-watch", daemon=True).start()
-
-    def _settled(self) -> bool:
-        return self.done and self._complete
-
-    def wait(self, timeout: float = 30.0) -> None:
-        """Block until the journey is done and its connections closed and shown.
-
-        TimeoutError past ``timeout``.
-        """
-        with self._changed:
-            if not self._changed.wait_for(self._settled, timeout):
-                raise TimeoutError(f"journey not done after {timeout} s: {len(self.steps)} steps")
-
-
 class MailboxModel(HasTraits):
     """One lab user's mailbox, read again on :meth:`refresh`, and the message selected."""
 
@@ -346,23 +256,6 @@ class MailboxModel(HasTraits):
                 self.selected = keys.index(current.key)
             else:
                 self.selected = len(messages) - 1
-
-
-class PathModel(HasTraits):
-    """The path drawing's state: the journey it follows and which hop's sequence is shown."""
-
-    hop = Int(-1, help="index into journey.hops; -1 follows the newest hop")
-
-    def __init__(self, journey: JourneyModel, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.journey = journey
-
-    @property
-    def transcript(self) -> Transcript | None:
-        hops = self.journey.hops
-        if not hops:
-            return None
-        return hops[self.hop] if 0 <= self.hop < len(hops) else hops[-1]
 
 
 class DashboardModel:

@@ -1,6 +1,6 @@
 """The Path tab: the drawing of where a message went above the sequence diagram of one hop.
 
-:class:`PathView` follows a :class:`~smtplab.view.widgets.models.PathModel`: it draws
+:class:`PathView` follows a :class:`~smtplab.view.widgets.journey_model.PathModel`: it draws
 the journey with :func:`~smtplab.view.pictures.journey_svg` whenever a step arrives,
 offers the journey's hops in a dropdown, and draws the chosen hop with
 :func:`~smtplab.view.pictures.sequence_svg`. The drawings are plain SVG text from
@@ -17,7 +17,7 @@ import ipywidgets as ipw
 from smtplab.record.transcript import Transcript
 from smtplab.view.pictures import journey_svg, sequence_svg
 from smtplab.view.widgets._html import ShortRepr, style_widget
-from smtplab.view.widgets.models import JourneyModel, PathModel
+from smtplab.view.widgets.journey_model import JourneyModel, PathModel
 
 if TYPE_CHECKING:
     from smtplab.lab import SendResult

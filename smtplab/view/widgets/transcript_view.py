@@ -1,6 +1,6 @@
 """Every connection a message made, one tab per hop, as the lab recorded it.
 
-A view over a :class:`~smtplab.view.widgets.models.JourneyModel`: each hop's
+A view over a :class:`~smtplab.view.widgets.journey_model.JourneyModel`: each hop's
 :class:`~smtplab.record.transcript.Transcript` is rendered with its own HTML (a colour
 per side, reply meanings on hover, message data folded away) in a tab titled
 with the hop (``client.example.com → mx1.example.org``). When the lab reports
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as ipw
 
 from smtplab.view.widgets._html import ShortRepr, outcomes_html, style_widget
-from smtplab.view.widgets.models import JourneyModel
+from smtplab.view.widgets.journey_model import JourneyModel
 
 if TYPE_CHECKING:
     from smtplab.lab import SendResult
