@@ -7,14 +7,10 @@ passes for a domain aligned with From: (RFC 7489 §4.2).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from smtplab.senderauth.checks import Authentication
+from smtplab.senderauth.wiring import Verdict
 from smtplab.view.pictures.grid import Link, Station, diagram
 from smtplab.view.pictures.kit import Canvas, Picture
-
-if TYPE_CHECKING:
-    from smtplab.senderauth.checks import Authentication
-    from smtplab.senderauth.wiring import Verdict
 
 
 def _result_tone(result: str) -> str:
@@ -47,10 +43,11 @@ def identities_picture(checked: Verdict | Authentication) -> Picture:
     with From: (RFC 7489 §4.2). Takes a ``lab.auth.verdict(...)`` (then also
     where the message went) or its ``.auth``.
     """
-    auth: Authentication = getattr(checked, "auth", checked)
+    verdict = checked if isinstance(checked, Verdict) else None
+    auth = checked.auth if isinstance(checked, Verdict) else checked
     spf, dmarc = auth.spf, auth.dmarc
     passing = [d for d in auth.dkim if d.result == "pass"]
-    signature = (passing or list(auth.dkim) or [None])[0]
+    signature = passing[0] if passing else auth.dkim[0] if auth.dkim else None
     spf_label, spf_tone = _alignment(dmarc.spf_aligned, spf.result, dmarc.result)
     dkim_label, dkim_tone = _alignment(dmarc.dkim_aligned, auth.dkim_result, dmarc.result)
     evaluated = dmarc.result in ("pass", "fail")
@@ -118,14 +115,14 @@ def identities_picture(checked: Verdict | Authentication) -> Picture:
         Link("dkim", "dmarc", (dkim_label,), dkim_tone),
         Link("policy", "dmarc", ("From: domain",), "dns"),
     ]
-    placement = getattr(checked, "placement", None)
-    if placement is not None:
-        where = {"inbox": "the inbox", "junk": "the Junk folder"}.get(placement, checked.reply)
+    if verdict is not None:
+        placement = verdict.placement
+        where = {"inbox": "the inbox", "junk": "the Junk folder"}.get(placement, verdict.reply)
         stations.append(
             Station(
                 "placement",
                 (0, 3),
-                (f"{checked.host} decided", f"→ {where}"),
+                (f"{verdict.host} decided", f"→ {where}"),
                 "server" if placement == "inbox" else "error",
                 span=3,
             )

@@ -39,8 +39,10 @@ def _describe(part: Message) -> tuple[str, str, str]:
         bits.append(f"charset={charset}")
     filename = part.get_filename()
     disposition = part.get_content_disposition()
-    if filename or disposition:
-        bits.append(f"{disposition or 'attachment'}: {filename}" if filename else disposition)
+    if filename:
+        bits.append(f"{disposition or 'attachment'}: {filename}")
+    elif disposition:
+        bits.append(disposition)
     encoding = str(part.get("Content-Transfer-Encoding", "7bit")).lower()
     raw = part.get_payload()
     size = len(raw.encode("utf-8", "surrogateescape")) if isinstance(raw, str) else 0
@@ -62,7 +64,9 @@ def _parts(message: Message) -> list[_Part]:
         children = part.get_payload() if part.is_multipart() else []
         if depth < reader.MAX_DEPTH and isinstance(children, list):
             me = len(parts) - 1
-            pending.extend((child, depth + 1, me) for child in reversed(children))
+            pending.extend(
+                (child, depth + 1, me) for child in reversed(children) if isinstance(child, Message)
+            )
     if pending:
         left = f"{len(pending)} more parts not shown (at most {reader.MAX_PARTS})"
         parts.append(_Part(0, None, "…", left, "error"))
@@ -80,7 +84,7 @@ def mime_tree_picture(message: bytes | EmailMessage | StoredMessage) -> Picture:
     size (encoded, and decoded where it differs). Bytes and stored messages are
     read with the lab's bounded reader, so hostile MIME shows as a notice.
     """
-    raw = getattr(message, "raw", message)
+    raw = message if isinstance(message, bytes | Message) else message.raw
     canvas = Canvas("mime-tree", "The MIME tree of the message")
     if isinstance(raw, bytes):
         problem = reader.problem(raw)

@@ -10,9 +10,9 @@ with MX records, whose preferences the pictures show.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from smtplab.mailstore.dovecot import IMAP_HOST, POP_HOST
+from smtplab.mailstore.dovecot import IMAP_HOST, POP_HOST, Listener
 from smtplab.view.pictures.grid import Link, Station, diagram
 from smtplab.view.pictures.kit import Canvas, Picture
 from smtplab.world import Domain, ServerSpec, World
@@ -53,7 +53,7 @@ def _person(domain: Domain | None, name: str) -> str:
 
 
 def _cast_of(source: World | Lab) -> _Cast:
-    world: World = getattr(source, "world", source)
+    world = source if isinstance(source, World) else source.world
     role = {spec.role: spec for spec in reversed(world.servers)}  # the first of each role
     sub = role.get("submission") or role.get("submissions")
     home = sub.domains[0] if sub and sub.domains else world.domains[0].name
@@ -172,9 +172,10 @@ def ports_picture(source: World | Lab) -> Picture:
     return canvas.finish(caption, words)
 
 
-def _listeners(source: World | Lab) -> dict[str, Any]:
+def _listeners(source: World | Lab) -> dict[str, Listener]:
     """The lab's running POP3/IMAP listeners by role ("imap", "pop3s", ...); none for a World."""
-    return dict(getattr(getattr(source, "mailstore", None), "listeners", None) or {})
+    store = None if isinstance(source, World) else source.mailstore
+    return dict(store.listeners) if store is not None else {}
 
 
 def mail_agents_picture(source: World | Lab) -> Picture:

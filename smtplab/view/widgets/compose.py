@@ -12,19 +12,22 @@ about, or as the recipients' outcomes under the button.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as ipw
 
 from smtplab.view.widgets._html import ShortRepr, error_html, outcomes_html, style_widget
 from smtplab.view.widgets.models import FIELDS, SEND_OPTIONS, Attachment, ComposeModel
 
+if TYPE_CHECKING:
+    from smtplab.lab import Lab
+
 LABEL_STYLE = {"description_width": "80px"}
 FIELD_WIDTH = "380px"
 AUTOMATIC = "automatic: the lab's default route"
 
 
-class ComposeView(ShortRepr, ipw.VBox):
+class ComposeView(ShortRepr, ipw.VBox):  # type: ignore[misc]  # ipywidgets has no types
     """The form. Controls are attributes (``to``, ``subject``, ``send_button``…) for tests."""
 
     kind = "smtplab compose form"
@@ -173,6 +176,6 @@ class ComposeView(ShortRepr, ipw.VBox):
         self.attachment_name.value = names
 
 
-def compose(lab: Any) -> ComposeView:
+def compose(lab: Lab) -> ComposeView:
     """A compose form for ``lab``: fill it in and press Send."""
     return ComposeView(ComposeModel(lab))

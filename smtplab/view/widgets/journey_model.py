@@ -19,9 +19,9 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from traitlets import Any as AnyTrait
-from traitlets import Bool, HasTraits, Int, List
+from traitlets import Bool, HasTraits, Int, List, TraitType
 
-from smtplab.record.journey import Journey
+from smtplab.record.journey import Journey, Step
 from smtplab.record.transcript import Transcript
 
 if TYPE_CHECKING:
@@ -48,10 +48,14 @@ class JourneyModel(HasTraits):
     watcher thread that refreshes ``hops`` when the connection closes.
     """
 
-    result = AnyTrait(None, help="the SendResult shown, if any")
-    journey = AnyTrait(None, help="the Journey shown, if any")
-    steps = List(help="Step objects, in order")
-    hops = List(help="the Transcript of every connection, in order")
+    result: TraitType[SendResult | None, SendResult | None] = AnyTrait(
+        None, help="the SendResult shown, if any"
+    )
+    journey: TraitType[Journey | None, Journey | None] = AnyTrait(
+        None, help="the Journey shown, if any"
+    )
+    steps: List[Step] = List(help="Step objects, in order")
+    hops: List[Transcript] = List(help="the Transcript of every connection, in order")
     done = Bool(False)
 
     def __init__(
@@ -87,7 +91,7 @@ class JourneyModel(HasTraits):
                 self._watch(journey, step.wire)
             # Closed before they are read: then the transcripts read are complete.
             self._complete = all(s.wire.closed.is_set() for s in steps if s.wire is not None)
-            self.hops = [s.transcript for s in steps if s.wire is not None]
+            self.hops = [s.wire.transcript() for s in steps if s.wire is not None]
             self.steps = steps
             self.done = journey is not None and journey.done
             self._changed.notify_all()

@@ -28,20 +28,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from traitlets import Any as AnyTrait
-from traitlets import Bool, Dict, HasTraits, Int, List, Unicode, observe
+from traitlets import Bool, Dict, HasTraits, Int, List, TraitType, Unicode, observe
 
 from smtplab.protocol.message import InvalidInput
 from smtplab.view.widgets.journey_model import JourneyModel, PathModel
 
 if TYPE_CHECKING:
-    pass
+    from smtplab.lab import Lab, SendResult
+    from smtplab.mailstore.maildir import StoredMessage
 
 # Fields of the compose form; an InvalidInput whose ``field`` is not one of
 # them (a custom header's name, say) is shown beside the Send button.
 FIELDS = ("from", "to", "cc", "bcc", "subject", "body", "attachment", "via")
 
 
-def stopped_notice(lab: Any) -> str | None:
+def stopped_notice(lab: Lab) -> str | None:
     """Why a lab's widget can do nothing now, and how to start again; None while it runs.
 
     A widget outlives its lab (a notebook's last cell may stop it): instead of the
@@ -107,13 +108,15 @@ class ComposeModel(HasTraits):
     body = Unicode()
     via = Unicode(help='the lab host to submit to; "" lets the lab choose (its default route)')
     options = Dict(help="SendOption name -> ticked")
-    attachments = List(help="Attachment objects")
+    attachments: List[Attachment] = List(help="Attachment objects")
     sending = Bool(False, read_only=True)
     errors = Dict(help="field -> message, from the last send")
-    result = AnyTrait(None, help="the SendResult of the last successful call")
+    result: TraitType[SendResult | None, SendResult | None] = AnyTrait(
+        None, help="the SendResult of the last successful call"
+    )
     status = Unicode(help="one line about the last send")
 
-    def __init__(self, lab: Any, **kwargs: Any):
+    def __init__(self, lab: Lab, **kwargs: Any):
         super().__init__(**kwargs)
         self.lab = lab
         self.options = {o.name: bool(self.options.get(o.name)) for o in SEND_OPTIONS}
@@ -146,7 +149,7 @@ class ComposeModel(HasTraits):
             kwargs["attachments"] = [a.as_argument() for a in self.attachments]
         return (self.sender, self.to, self.subject, self.body), kwargs
 
-    def send_now(self) -> Any:
+    def send_now(self) -> SendResult | None:
         """Send on this thread; return the SendResult, or None (then see ``errors``)."""
         self.errors = {}
         notice = stopped_notice(self.lab)
@@ -192,7 +195,7 @@ class ComposeModel(HasTraits):
                 self.set_trait("sending", False)
             self._idle.set()
 
-    def wait(self, timeout: float = 30.0) -> Any:
+    def wait(self, timeout: float = 30.0) -> SendResult | None:
         """Block until no send is running; return ``result``. TimeoutError past ``timeout``."""
         if not self._idle.wait(timeout):
             raise TimeoutError(f"still sending after {timeout} s")
@@ -203,11 +206,11 @@ class MailboxModel(HasTraits):
     """One lab user's mailbox, read again on :meth:`refresh`, and the message selected."""
 
     address = Unicode(help="whose mailbox")
-    messages = List(help="StoredMessage objects, oldest first")
+    messages: List[StoredMessage] = List(help="StoredMessage objects, oldest first")
     selected = Int(-1, help="index into messages; -1 for none")
     error = Unicode()
 
-    def __init__(self, lab: Any, address: str | None = None, **kwargs: Any):
+    def __init__(self, lab: Lab, address: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.lab = lab
         self._lock = threading.RLock()  # the send thread and the lab's threads refresh too
@@ -220,7 +223,7 @@ class MailboxModel(HasTraits):
         return [user.address for user in self.lab.world.users]
 
     @property
-    def message(self) -> Any:
+    def message(self) -> StoredMessage | None:
         """The selected StoredMessage, or None."""
         if 0 <= self.selected < len(self.messages):
             return self.messages[self.selected]
@@ -266,7 +269,7 @@ class DashboardModel:
     refreshes the mailbox.
     """
 
-    def __init__(self, lab: Any):
+    def __init__(self, lab: Lab):
         self.lab = lab
         roles = {host: server.role for host, server in lab.servers.items()}
         roles.setdefault(lab.world.client_host, "client")

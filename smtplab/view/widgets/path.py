@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from smtplab.record.journey import Journey
 
 
-class PathView(ShortRepr, ipw.VBox):
+class PathView(ShortRepr, ipw.VBox):  # type: ignore[misc]  # ipywidgets has no types
     """The journey drawing above the sequence diagram of one hop (chosen in a dropdown)."""
 
     kind = "smtplab path view"

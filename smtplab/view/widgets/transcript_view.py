@@ -21,11 +21,12 @@ from smtplab.view.widgets.journey_model import JourneyModel
 if TYPE_CHECKING:
     from smtplab.lab import SendResult
     from smtplab.record.journey import Journey
+    from smtplab.record.transcript import Transcript
 
 EMPTY = '<i style="color:#757575">No message yet: send one and its conversation appears here.</i>'
 
 
-def hop_titles(hops: list[Any]) -> list[str]:
+def hop_titles(hops: list[Transcript]) -> list[str]:
     """Tab titles: the hop's name, numbered when the same hop was made again (a retry)."""
     seen: dict[str, int] = {}
     titles = []
@@ -36,7 +37,7 @@ def hop_titles(hops: list[Any]) -> list[str]:
     return titles
 
 
-class TranscriptView(ShortRepr, ipw.VBox):
+class TranscriptView(ShortRepr, ipw.VBox):  # type: ignore[misc]  # ipywidgets has no types
     """Outcomes and progress above a Tab with one transcript per hop."""
 
     kind = "smtplab transcript view"
