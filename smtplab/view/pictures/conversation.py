@@ -45,6 +45,7 @@ def first_failure(transcript: Transcript) -> Reply | None:
     return next((r for r in transcript.replies if r.code >= 400), None)
 
 
+# -- in the clear or encrypted: the TLS timeline ------------------------------------------
 @dataclass(frozen=True)
 class _Row:
     """One thing that crossed the wire, for the TLS timeline."""

@@ -117,7 +117,7 @@ def journey_overview_picture(source: World | Lab) -> Picture:
     return canvas.finish(caption, words)
 
 
-# -- 02: ports and roles; where TLS starts --------------------------------------------------
+# -- 02: ports and roles -----------------------------------------------------------------
 def ports_picture(source: World | Lab) -> Picture:
     """A mail program submits on 587 (STARTTLS) or 465 (implicit TLS); the submission
     server relays to the recipient's MX on 25. Hosts and preferences from the world."""
@@ -172,6 +172,7 @@ def ports_picture(source: World | Lab) -> Picture:
     return canvas.finish(caption, words)
 
 
+# -- 11: the agents, from mail program to mail program --------------------------------------
 def _listeners(source: World | Lab) -> dict[str, Listener]:
     """The lab's running POP3/IMAP listeners by role ("imap", "pop3s", ...); none for a World."""
     store = None if isinstance(source, World) else source.mailstore
