@@ -64,7 +64,7 @@ class SendOption:
 
     name: str
     label: str
-    value: Any
+    value: object
     tooltip: str
 
 
@@ -137,7 +137,7 @@ class ComposeModel(HasTraits):
         return [(host, server.role) for host, server in self.lab.servers.items()]
 
     # -- sending -------------------------------------------------------------------
-    def send_arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def send_arguments(self) -> tuple[tuple[str, str, str, str], dict[str, Any]]:
         """The positional and keyword arguments for ``lab.send`` (InvalidInput if unusable)."""
         kwargs: dict[str, Any] = {"cc": self.cc, "bcc": self.bcc}
         if self.via:
