@@ -92,7 +92,6 @@ def test_attachments_and_a_ready_made_message_do_not_mix(lab):
 
 def test_the_dashboard_attachment_goes_through_lab_send(lab):
     view = compose(lab)
-    assert "attachments" in view.model.keywords
     view.attachment.value = (
         {
             "name": "photo.png",

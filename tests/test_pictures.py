@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 from email.message import EmailMessage
@@ -34,7 +36,7 @@ from smtplab import (
     reply_meaning,
 )
 from smtplab.dns.route import resolve_route
-from smtplab.view.widgets import journey_svg, sequence_svg
+from smtplab.view.pictures import journey_svg, sequence_svg
 from smtplab.world import Domain, ServerSpec, User
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -91,6 +93,19 @@ def station_text(root: ET.Element, key: str) -> list[str]:
 
 def desc(root: ET.Element) -> str:
     return root.findtext(f"{SVG}desc") or ""
+
+
+# -- the pictures are plain functions ---------------------------------------------------------
+def test_the_pictures_and_drawings_import_no_ipywidgets():
+    """A chapter, nbconvert or an application can draw without the widget stack."""
+    code = (
+        "import sys; import smtplab.view.pictures; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ipywidgets', 'traitlets')))"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert shown.strip() == "[]"
 
 
 # -- the drawings of the Path tab scale too ----------------------------------------------------

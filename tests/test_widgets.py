@@ -1,8 +1,9 @@
 """The widgets without a browser: set values, click, wait with a deadline, read models and HTML.
 
-Most tests drive a real lab (the ``lab`` fixture); a few use a stand-in with the
-same public shape where a real lab cannot be made to block or to accept a
-keyword it does not have yet.
+Every test drives real parts: a running lab (``lab``, a fresh one for a test that
+counts a mailbox; ``shared_lab``, one for this module, left as each test found it),
+or journeys whose hops were recorded by a real :class:`WireLog`, fed the bytes of
+a conversation.
 """
 
 from __future__ import annotations
@@ -10,75 +11,71 @@ from __future__ import annotations
 import html
 import threading
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import ipywidgets as ipw
 import nbformat
+import pytest
 
-from smtplab import InvalidInput, Lab
+from smtplab import Lab
 from smtplab.record.journey import Journey, Step
-from smtplab.record.transcript import (
-    Closed,
-    Command,
-    Data,
-    Note,
-    Opened,
-    Reply,
-    TLSStarted,
-    Transcript,
-)
+from smtplab.record.transcript import Command, Reply, Transcript
+from smtplab.record.wirelog import WireLog
+from smtplab.view.pictures import journey_svg, sequence_svg
 from smtplab.view.widgets import (
+    SEND_OPTIONS,
     JourneyModel,
     MailboxModel,
     compose,
     dashboard,
     journey_of,
-    journey_svg,
     mailbox_view,
     path_view,
-    sequence_svg,
     transcript_view,
 )
-from smtplab.view.widgets.models import Recorded, accepted_keywords
 
 DEADLINE = 15.0
 ROOT = Path(__file__).resolve().parents[1]
 SVG = "{http://www.w3.org/2000/svg}"
 
 
+@pytest.fixture(scope="module")
+def shared_lab() -> Iterator[Lab]:
+    """One running lab for the tests that leave it as they found it (a real lab starts in ~1 s)."""
+    with Lab(name="test-widgets-shared") as running:
+        yield running
+
+
 # -- data for the drawings and the tabs ----------------------------------------------------
-def conversation(client: str, server: str, final: int = 250, *, tls: bool = False) -> Transcript:
-    events: list[Any] = [
-        Opened(0.0, client, server),
-        Reply(0.0, 220, (f"{server} ESMTP",)),
-        Command(0.0, f"EHLO {client}"),
-        Reply(0.0, 250, (server, "PIPELINING", "8BITMIME")),
-    ]
+def recorded(client: str, server: str, final: int = 250, *, tls: bool = False) -> WireLog:
+    """A finished recording of one submission: the bytes of each side, as a lab's wire tap
+    records them; ``final`` is the reply to the message data."""
+    wire = WireLog(client, server, "client")
+    wire.record("server", f"220 {server} ESMTP\r\n".encode())
+    wire.record("client", f"EHLO {client}\r\n".encode())
+    wire.record("server", f"250-{server}\r\n250-PIPELINING\r\n250 8BITMIME\r\n".encode())
     if tls:
-        events += [
-            Command(0.0, "STARTTLS"),
-            Reply(0.0, 220, ("Ready to start TLS",)),
-            TLSStarted(0.0, "TLSv1.3", "TLS_AES_256_GCM_SHA384"),
-        ]
-    events += [
-        Command(0.0, "MAIL FROM:<alice@example.com>"),
-        Reply(0.0, 250, ("2.1.0 Sender ok",)),
-        Command(0.0, "RCPT TO:<bob@example.org>"),
-        Reply(0.0, 250, ("2.1.5 Recipient <ok> & fine",)),
-        Command(0.0, "DATA"),
-        Reply(0.0, 354, ("End data with <CR><LF>.<CR><LF>",)),
-        Data(0.0, b"Subject: hi\r\n\r\nhello\r\n.\r\n"),
-        Reply(0.0, final, (f"{final // 100}.0.0 done",)),
-        Command(0.0, "QUIT"),
-        Reply(0.0, 221, ("2.0.0 Bye",)),
-        Note(0.0, "a remark"),
-        Closed(0.0),
-    ]
-    return Transcript(client, server, tuple(events))
+        wire.record("client", b"STARTTLS\r\n")
+        wire.record("server", b"220 Ready to start TLS\r\n")
+        wire.tls_started("TLSv1.3", "TLS_AES_256_GCM_SHA384")
+    for command, reply in (
+        ("MAIL FROM:<alice@example.com>", "250 2.1.0 Sender ok"),
+        ("RCPT TO:<bob@example.org>", "250 2.1.5 Recipient <ok> & fine"),
+        ("DATA", "354 End data with <CR><LF>.<CR><LF>"),
+        ("Subject: hi\r\n\r\nhello\r\n.", f"{final} {final // 100}.0.0 done"),
+        ("QUIT", "221 2.0.0 Bye"),
+    ):
+        wire.record("client", f"{command}\r\n".encode())
+        wire.record("server", f"{reply}\r\n".encode())
+    wire.note("a remark")
+    wire.close()
+    return wire
+
+
+def conversation(client: str, server: str, final: int = 250, *, tls: bool = False) -> Transcript:
+    return recorded(client, server, final, tls=tls).transcript()
 
 
 def relayed_steps() -> list[Step]:
@@ -90,7 +87,7 @@ def relayed_steps() -> list[Step]:
             "client.example.com",
             "→ smtp.example.com",
             rcpt,
-            Recorded(conversation("client.example.com", "smtp.example.com", tls=True)),
+            recorded("client.example.com", "smtp.example.com", tls=True),
         ),
         Step("queued", "smtp.example.com", "queued as 000001-1", rcpt),
         Step("route", "smtp.example.com", "MX example.org: 10 mx1.example.org", rcpt),
@@ -99,7 +96,7 @@ def relayed_steps() -> list[Step]:
             "smtp.example.com",
             "→ mx1.example.org: 451",
             rcpt,
-            Recorded(conversation("smtp.example.com", "mx1.example.org", 451)),
+            recorded("smtp.example.com", "mx1.example.org", 451),
         ),
         Step("retry", "smtp.example.com", "next attempt in 2 s", rcpt),
         Step(
@@ -107,7 +104,7 @@ def relayed_steps() -> list[Step]:
             "smtp.example.com",
             "→ mx1.example.org: 250",
             rcpt,
-            Recorded(conversation("smtp.example.com", "mx1.example.org")),
+            recorded("smtp.example.com", "mx1.example.org"),
         ),
         Step("delivered", "smtp.example.com", "mx1.example.org accepted it", rcpt),
     ]
@@ -120,46 +117,7 @@ def relayed_journey() -> Journey:
     return journey
 
 
-# -- a stand-in lab, for what a real one cannot do on demand -------------------------------
-class StandInLab:
-    """The public shape the widgets use: world.users, servers, send, mailbox."""
-
-    def __init__(self, send: Any):
-        self.world = SimpleNamespace(
-            users=(SimpleNamespace(address="alice@example.com"),),
-            client_host="client.example.com",
-        )
-        self.servers = {"mx1.example.org": SimpleNamespace(role="mx")}
-        self.send = send
-        self.name = "stand-in"
-
-    def mailbox(self, address: str) -> list[Any]:
-        return []
-
-
-@dataclass
-class FakeResult:
-    """A SendResult from before journeys existed: outcomes and one transcript."""
-
-    server: str
-    message_id: str
-    recipients: tuple[str, ...]
-    outcomes: tuple[Any, ...]
-    transcript: Transcript
-
-
 # -- compose ------------------------------------------------------------------------------------
-def upload(name: str, content_type: str, content: bytes) -> dict[str, Any]:
-    """One entry of FileUpload.value, as the browser sends it."""
-    return {
-        "name": name,
-        "type": content_type,
-        "size": len(content),
-        "content": memoryview(content),
-        "last_modified": datetime(2026, 11, 2, 9, 0, tzinfo=UTC),
-    }
-
-
 def fill(view: Any, **values: str) -> None:
     for name, value in values.items():
         getattr(view, name).value = value
@@ -188,25 +146,21 @@ def test_compose_sends_in_the_background_and_shows_the_outcome(lab):
     assert [m.subject for m in lab.mailbox("carol@example.org")] == ["Hi"]
 
 
-def test_the_button_is_disabled_while_sending_and_a_second_click_is_ignored():
-    release = threading.Event()
-    calls: list[tuple[Any, ...]] = []
-
-    def send(sender, recipients, subject="", body="", *, cc=(), bcc=(), via=None):
-        calls.append((sender, recipients, subject, body))
-        if not release.wait(DEADLINE):
-            raise TimeoutError("the test never released the send")
-        return FakeResult("mx1.example.org", "<1@x>", (), (), conversation("c", "s"))
-
-    view = compose(StandInLab(send))
-    view.to.value = "bob@example.org"
-    view.send_button.click()
-    assert view.send_button.disabled and view.send_button.description == "Sending…"
-    assert view.model.send() is None  # already sending
-    release.set()
-    view.model.wait(DEADLINE)
-    assert not view.send_button.disabled
-    assert calls == [("alice@example.com", "bob@example.org", "", "")]
+def test_the_button_is_disabled_while_sending_and_a_second_click_is_ignored(shared_lab):
+    server = shared_lab.server("mx1.example.org")
+    server.slow_down(0.3)  # a round trip away: the send takes a few seconds
+    try:
+        view = compose(shared_lab)
+        fill(view, to="bob@example.org", subject="Only once", via="mx1.example.org")
+        view.send_button.click()
+        assert view.send_button.disabled and view.send_button.description == "Sending…"
+        assert view.model.send() is None  # already sending
+        result = view.model.wait(DEADLINE)
+    finally:
+        server.heal()
+    assert result.ok and not view.send_button.disabled
+    subjects = [m.subject for m in shared_lab.mailbox("bob@example.org")]
+    assert subjects.count("Only once") == 1
 
 
 def test_invalid_input_is_shown_beside_its_field_and_cleared_on_the_next_send(lab):
@@ -235,86 +189,39 @@ def test_invalid_input_is_shown_beside_its_field_and_cleared_on_the_next_send(la
     assert all(error.value == "" for error in view.errors.values())
 
 
-def test_other_failures_are_shown_beside_send_not_as_a_traceback():
-    def send(sender, recipients, subject="", body="", *, cc=(), bcc=(), via=None):
-        raise ConnectionRefusedError(111, "Connection refused")
-
-    view = compose(StandInLab(send))
-    view.to.value = "bob@example.org"
-    view.send_button.click()
-    view.model.wait(DEADLINE)
+def test_other_failures_are_shown_beside_send_not_as_a_traceback(shared_lab):
+    server = shared_lab.server("mx1.example.org")
+    server.down()  # as if the host crashed: the connection is refused
+    try:
+        view = compose(shared_lab)
+        fill(view, to="bob@example.org", via="mx1.example.org")
+        view.send_button.click()
+        view.model.wait(DEADLINE)
+    finally:
+        server.up()
     assert "ConnectionRefusedError" in view.errors["send"].value
-    assert view.model.status == "Not sent."
+    assert "Traceback" not in view.errors["send"].value
+    assert view.model.status == "Not sent." and view.status.value == "Not sent."
 
 
-def test_unknown_fields_of_invalid_input_go_beside_send():
-    def send(sender, recipients, subject="", body="", *, cc=(), bcc=(), via=None):
-        raise InvalidInput("X-Custom", "bad header")
+def test_errors_of_fields_the_form_does_not_have_go_beside_send(shared_lab):
+    view = compose(shared_lab)
+    view.model.errors = {"send": "first", "headers": "X-Custom: bad header"}
+    assert "first; headers: X-Custom: bad header" in view.errors["send"].value
+    assert all(view.errors[f].value == "" for f in view.errors if f != "send")
 
-    view = compose(StandInLab(send))
+
+def test_notify_is_offered_and_ticking_it_asks_for_notices(shared_lab):
+    view = compose(shared_lab)
+    assert list(view.option_boxes) == [option.name for option in SEND_OPTIONS] == ["notify"]
+    view.option_boxes["notify"].value = True
+    assert view.model.options == {"notify": True}
+    fill(view, to="bob@example.org", subject="Tell me", via="mx1.example.org")
     view.send_button.click()
-    view.model.wait(DEADLINE)
-    assert "X-Custom: bad header" in view.errors["send"].value
-
-
-def test_only_options_that_lab_send_accepts_are_offered_and_passed():
-    seen: dict[str, Any] = {}
-
-    def send(sender, recipients, subject="", body="", *, cc=(), bcc=(), via=None, starttls=False):
-        seen.update(via=via, starttls=starttls)
-        return FakeResult("mx1.example.org", "<1@x>", (), (), conversation("c", "s"))
-
-    view = compose(StandInLab(send))
-    assert list(view.option_boxes) == ["starttls"]  # no NOTIFY: send() has no notify=
-    view.option_boxes["starttls"].value = True
-    assert view.model.options == {"starttls": True}
-    view.to.value = "bob@example.org"
-    view.via.value = "mx1.example.org"
-    view.send_button.click()
-    view.model.wait(DEADLINE)
-    assert seen == {"via": "mx1.example.org", "starttls": True}
-
-
-def test_keywords_are_read_from_the_signature_and_kwargs_does_not_count():
-    def send(sender, recipients, *, via=None, **more):
-        pass
-
-    assert accepted_keywords(send) == {"sender", "recipients", "via"}
-
-
-def test_an_attachment_is_passed_as_attachments_when_lab_send_takes_them():
-    seen: dict[str, Any] = {}
-
-    def send(sender, recipients, subject="", body="", *, cc=(), bcc=(), via=None, attachments=()):
-        seen["attachments"] = attachments
-        return FakeResult("mx1.example.org", "<1@x>", (), (), conversation("c", "s"))
-
-    view = compose(StandInLab(send))
-    view.attachment.value = (upload("notes.txt", "text/plain", b"abc"),)
-    assert "notes.txt (3 bytes)" in view.attachment_name.value
-    view.to.value = "bob@example.org"
-    view.send_button.click()
-    view.model.wait(DEADLINE)
-    assert seen["attachments"] == [("notes.txt", b"abc", "text/plain")]
-
-
-def test_an_attachment_reaches_the_mailbox_even_before_lab_send_takes_attachments(lab):
-    view = compose(lab)
-    view.model.keywords = view.model.keywords - {"attachments"}  # build the message here
-    view.attachment.value = (upload("notes.txt", "text/plain", b"hello\n"),)
-    fill(
-        view,
-        to="bob@example.org",
-        subject="With a file",
-        body="see attached",
-        via="mx1.example.org",
-    )
-    view.send_button.click()
-    assert view.model.wait(DEADLINE).ok
-    (stored,) = lab.mailbox("bob@example.org")
-    assert stored.subject == "With a file"
-    (part,) = stored.message.iter_attachments()
-    assert part.get_filename() == "notes.txt" and part.get_content() == "hello\n"
+    result = view.model.wait(DEADLINE)
+    assert result.ok
+    rcpt = [c.line for c in result.transcript.commands if c.verb == "RCPT"]
+    assert rcpt == ["RCPT TO:<bob@example.org> NOTIFY=SUCCESS,FAILURE"]
 
 
 # -- transcripts -------------------------------------------------------------------------------
@@ -347,26 +254,15 @@ def test_transcript_tabs_follow_a_journey_as_steps_arrive_from_other_threads():
     assert "451" in view.tabs.children[1].value and "every recipient" in view.summary.value
 
 
-class LiveWire:
-    """A connection still going on: its transcript grows until ``closed`` is set."""
-
-    def __init__(self, *events: Any):
-        self.events = list(events)
-        self.closed = threading.Event()
-
-    def transcript(self) -> Transcript:
-        return Transcript("client.example.com", "mx1.example.org", tuple(self.events))
-
-
 def test_a_hop_still_going_on_is_read_again_when_its_connection_closes():
-    wire = LiveWire(Opened(0.0, "client.example.com", "mx1.example.org"))
+    wire = WireLog("client.example.com", "mx1.example.org", "client")  # still open
     journey = Journey("<1@x>", ("bob@example.org",))
     journey.add(Step("submitted", "client.example.com", "→ mx1", ("bob@example.org",), wire))
     view = transcript_view(journey)
     assert "220" not in view.tabs.children[0].value
     journey.add(Step("delivered", "mx1.example.org", "stored", ("bob@example.org",)))
-    wire.events += [Reply(0.0, 220, ("mx1.example.org ESMTP",)), Closed(0.0)]
-    wire.closed.set()  # no new step: only the watcher of the connection notices
+    wire.record("server", b"220 mx1.example.org ESMTP\r\n")
+    wire.close()  # no new step: only the watcher of the connection notices
     view.model.wait(DEADLINE)
     assert (
         "220" in view.tabs.children[0].value and "connection closed" in view.tabs.children[0].value
@@ -377,22 +273,27 @@ def test_a_journey_no_longer_shown_does_not_change_the_view():
     old = Journey("<old@x>", ("bob@example.org",))
     view = transcript_view(old)
     view.model.show(relayed_journey())
-    old.add(relayed_steps()[0])  # the lab still reports on the old message
+    late = relayed_steps()[0]
+    old.add(late)  # the lab still reports on the old message
     assert len(view.tabs.children) == 3 and view.model.journey is not old
     other = JourneyModel(old)
-    assert other.hops == [relayed_steps()[0].transcript]
+    assert other.hops == [late.transcript]
 
 
-def test_a_result_without_a_journey_shows_its_one_transcript():
-    transcript = conversation("client.example.com", "mx1.example.org")
-    outcome = SimpleNamespace(recipient="bob@example.org", code=250, text="ok", accepted=True)
-    result = FakeResult("mx1.example.org", "<1@x>", ("bob@example.org",), (outcome,), transcript)
+def test_a_results_tabs_are_the_hops_of_its_journey(shared_lab):
+    result = shared_lab.send(
+        "alice@example.com", "bob@example.org", "Direct", "x", via="mx1.example.org"
+    )
     view = transcript_view(result)
-    assert view.model.hops == [transcript]
-    assert view.tabs.titles == ("client.example.com → mx1.example.org",)
-    assert view.tabs.children[0].value == transcript._repr_html_()
-    journey = journey_of(result, {"mx1.example.org": "mx"})
-    assert [s.kind for s in journey.steps] == ["submitted", "delivered"] and journey.done
+    view.model.wait(DEADLINE)
+    assert view.model.result is result and view.model.journey is journey_of(result)
+    assert journey_of(result) is result.journey
+    assert [s.kind for s in view.model.steps] == ["submitted", "delivered"]
+    assert view.model.hops == result.journey.hops() and len(view.model.hops) == 1
+    assert view.tabs.titles == (f"{shared_lab.world.client_host} → mx1.example.org",)
+    assert view.tabs.children[0].value == result.journey.hops()[0]._repr_html_()
+    assert "every recipient has a final outcome" in view.summary.value
+    assert "✓ bob@example.org: 250" in view.summary.value
 
 
 # -- mailbox -----------------------------------------------------------------------------------

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import TYPE_CHECKING
 
 import ipywidgets as ipw
+
+if TYPE_CHECKING:
+    from smtplab.lab import SendResult
 
 ERROR_COLOUR = "#c62828"
 #: How a widget output's text ends where no live widget can be shown (GitHub, an
@@ -24,7 +27,7 @@ def error_html(message: str | None) -> str:
     )
 
 
-def outcomes_html(result: Any) -> str:
+def outcomes_html(result: SendResult | None) -> str:
     """One line per recipient: accepted or refused, with the server's reply."""
     if result is None:
         return ""

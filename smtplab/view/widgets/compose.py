@@ -12,19 +12,22 @@ about, or as the recipients' outcomes under the button.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as ipw
 
 from smtplab.view.widgets._html import ShortRepr, error_html, outcomes_html, style_widget
-from smtplab.view.widgets.models import FIELDS, Attachment, ComposeModel
+from smtplab.view.widgets.models import FIELDS, SEND_OPTIONS, Attachment, ComposeModel
+
+if TYPE_CHECKING:
+    from smtplab.lab import Lab
 
 LABEL_STYLE = {"description_width": "80px"}
 FIELD_WIDTH = "380px"
 AUTOMATIC = "automatic: the lab's default route"
 
 
-class ComposeView(ShortRepr, ipw.VBox):
+class ComposeView(ShortRepr, ipw.VBox):  # type: ignore[misc]  # ipywidgets has no types
     """The form. Controls are attributes (``to``, ``subject``, ``send_button``…) for tests."""
 
     kind = "smtplab compose form"
@@ -60,7 +63,7 @@ class ComposeView(ShortRepr, ipw.VBox):
             option.name: ipw.Checkbox(
                 description=option.label, tooltip=option.tooltip, indent=False
             )
-            for option in model.available_options
+            for option in SEND_OPTIONS
         }
         self.send_button = ipw.Button(
             description="Send", button_style="primary", icon="paper-plane", tooltip="lab.send(…)"
@@ -88,11 +91,10 @@ class ComposeView(ShortRepr, ipw.VBox):
         rows.append(self._row("attachment", self.attachment, self.attachment_name))
         self.via.add_class("smtplab-compose-via")
         rows.append(self._row("via", self.via))
-        if self.option_boxes:
-            for name, box in self.option_boxes.items():
-                box.add_class(f"smtplab-compose-option-{name}")
-            label = ipw.Label("Options", layout=ipw.Layout(width="84px"))
-            rows.append(ipw.HBox([label, *self.option_boxes.values()]))
+        for name, box in self.option_boxes.items():
+            box.add_class(f"smtplab-compose-option-{name}")
+        label = ipw.Label("Options", layout=ipw.Layout(width="84px"))
+        rows.append(ipw.HBox([label, *self.option_boxes.values()]))
         self.send_button.add_class("smtplab-compose-send")
         self.status.add_class("smtplab-compose-status")
         self.outcomes.add_class("smtplab-compose-outcomes")
@@ -174,6 +176,6 @@ class ComposeView(ShortRepr, ipw.VBox):
         self.attachment_name.value = names
 
 
-def compose(lab: Any) -> ComposeView:
+def compose(lab: Lab) -> ComposeView:
     """A compose form for ``lab``: fill it in and press Send."""
     return ComposeView(ComposeModel(lab))

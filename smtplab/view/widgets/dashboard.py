@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as ipw
 
@@ -18,10 +18,13 @@ from smtplab.view.widgets.models import DashboardModel
 from smtplab.view.widgets.path import PathView
 from smtplab.view.widgets.transcript_view import TranscriptView
 
+if TYPE_CHECKING:
+    from smtplab.lab import Lab
+
 TAB_TITLES = ("Transcript", "Path", "Mailbox")
 
 
-class Dashboard(ShortRepr, ipw.VBox):
+class Dashboard(ShortRepr, ipw.VBox):  # type: ignore[misc]  # ipywidgets has no types
     """Compose, transcript, path and mailbox views over one :class:`DashboardModel`."""
 
     kind = "smtplab dashboard"
@@ -51,6 +54,6 @@ class Dashboard(ShortRepr, ipw.VBox):
         self.add_class("smtplab-dashboard")
 
 
-def dashboard(lab: Any) -> Dashboard:
+def dashboard(lab: Lab) -> Dashboard:
     """Compose, transcript, path and mailbox views for ``lab``, working together."""
     return Dashboard(DashboardModel(lab))

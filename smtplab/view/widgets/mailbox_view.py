@@ -8,12 +8,16 @@ after a delivery), exactly like calling ``lab.mailbox(address)`` again.
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as ipw
 
 from smtplab.view.widgets._html import ShortRepr, error_html, style_widget
 from smtplab.view.widgets.models import MailboxModel
+
+if TYPE_CHECKING:
+    from smtplab.lab import Lab
+    from smtplab.mailstore.maildir import StoredMessage
 
 EMPTY = '<i style="color:#757575">No message selected.</i>'
 
@@ -22,14 +26,14 @@ EMPTY = '<i style="color:#757575">No message selected.</i>'
 SOURCE_SHOWN = 256 * 1024
 
 
-def message_label(index: int, message: Any) -> str:
+def message_label(index: int, message: StoredMessage) -> str:
     """How a message is listed: its number, sender and subject (or why it cannot be read)."""
     if message.notice:
         return f"{index + 1}. {message.notice}"
     return f"{index + 1}. {message.sender or '(no From)'} — {message.subject or '(no subject)'}"
 
 
-def headers_html(message: Any) -> str:
+def headers_html(message: StoredMessage) -> str:
     """A table of the message's header fields, in order (trace headers first)."""
     if message.notice:  # hostile MIME: never handed to the email package
         return f'<p class="smtplab-headers">{html.escape(message.notice)}</p>'
@@ -41,7 +45,7 @@ def headers_html(message: Any) -> str:
     return f'<table class="smtplab-headers" style="font-size:12px">{rows}</table>'
 
 
-def source_html(message: Any) -> str:
+def source_html(message: StoredMessage) -> str:
     """The message exactly as stored, in a scrollable block (its first 256 KiB)."""
     raw = message.raw
     text = html.escape(raw[:SOURCE_SHOWN].decode("utf-8", "replace"))
@@ -54,7 +58,7 @@ def source_html(message: Any) -> str:
     )
 
 
-class MailboxView(ShortRepr, ipw.VBox):
+class MailboxView(ShortRepr, ipw.VBox):  # type: ignore[misc]  # ipywidgets has no types
     """Pick a user, pick a message, read it; Refresh reads the mailbox again."""
 
     kind = "smtplab mailbox view"
@@ -126,6 +130,6 @@ class MailboxView(ShortRepr, ipw.VBox):
         self.source.value = "" if message is None else source_html(message)
 
 
-def mailbox_view(lab: Any, address: str | None = None) -> MailboxView:
+def mailbox_view(lab: Lab, address: str | None = None) -> MailboxView:
     """A mailbox browser for ``lab``'s users (starting with ``address``)."""
     return MailboxView(MailboxModel(lab, address))

@@ -14,39 +14,35 @@ widget at all, and nothing in this package opens a socket or speaks SMTP.
 Two kinds of thread write to models: the compose model's send thread (so the
 notebook stays responsive while a message is on its way) and the lab's queue
 workers, which report a :class:`~smtplab.record.journey.Journey`'s new steps through
-``journey.on_step``. Both only *assign traits*; the observers that re-render
-widget values run on that thread, and ipywidgets syncs those values to the
-browser from any thread. Nothing here prints, and nothing calls ``display()``.
+``journey.on_step`` (the models that follow a journey are in
+:mod:`~smtplab.view.widgets.journey_model`). Both only *assign traits*; the
+observers that re-render widget values run on that thread, and ipywidgets syncs
+those values to the browser from any thread. Nothing here prints, and nothing
+calls ``display()``.
 """
 
 from __future__ import annotations
 
-import inspect
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import make_msgid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from traitlets import Any as AnyTrait
-from traitlets import Bool, Dict, HasTraits, Int, List, Unicode, observe
+from traitlets import Bool, Dict, HasTraits, Int, List, TraitType, Unicode, observe
 
-from smtplab.protocol.message import (
-    InvalidInput,
-    address_list,
-    build_message,
-    check_address,
-    check_header_text,
-)
-from smtplab.record.journey import Journey, Step
-from smtplab.record.transcript import Transcript
+from smtplab.protocol.message import InvalidInput
+from smtplab.view.widgets.journey_model import JourneyModel, PathModel
+
+if TYPE_CHECKING:
+    from smtplab.lab import Lab, SendResult
+    from smtplab.mailstore.maildir import StoredMessage
 
 # Fields of the compose form; an InvalidInput whose ``field`` is not one of
 # them (a custom header's name, say) is shown beside the Send button.
 FIELDS = ("from", "to", "cc", "bcc", "subject", "body", "attachment", "via")
 
 
-def stopped_notice(lab: Any) -> str | None:
+def stopped_notice(lab: Lab) -> str | None:
     """Why a lab's widget can do nothing now, and how to start again; None while it runs.
 
     A widget outlives its lab (a notebook's last cell may stop it): instead of the
@@ -63,25 +59,16 @@ def stopped_notice(lab: Any) -> str | None:
 
 @dataclass(frozen=True)
 class SendOption:
-    """A tick box on the compose form that becomes one keyword argument of ``lab.send``.
-
-    It is offered only when ``lab.send`` has a parameter called ``name``; when
-    ticked, ``name=value`` is passed.
-    """
+    """A tick box on the compose form that becomes one keyword argument of ``lab.send``:
+    when ticked, ``name=value`` is passed."""
 
     name: str
     label: str
-    value: Any
+    value: object
     tooltip: str
 
 
 SEND_OPTIONS: tuple[SendOption, ...] = (
-    SendOption(
-        "starttls",
-        "STARTTLS",
-        True,
-        "Upgrade the connection to TLS before MAIL FROM (RFC 3207)",
-    ),
     SendOption(
         "notify",
         "NOTIFY (DSN)",
@@ -104,14 +91,6 @@ class Attachment:
         return (self.name, self.content, self.content_type)
 
 
-def accepted_keywords(function: Callable[..., Any]) -> frozenset[str]:
-    """The names ``function`` accepts as keyword arguments (``**kwargs`` is not counted)."""
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return frozenset(
-        p.name for p in inspect.signature(function).parameters.values() if p.kind in kinds
-    )
-
-
 class ComposeModel(HasTraits):
     """What the reader typed into the compose form, and what happened when they sent it.
 
@@ -128,19 +107,19 @@ class ComposeModel(HasTraits):
     subject = Unicode()
     body = Unicode()
     via = Unicode(help='the lab host to submit to; "" lets the lab choose (its default route)')
-    options = Dict(help="SendOption name -> ticked, for the options lab.send accepts")
-    attachments = List(help="Attachment objects")
+    options = Dict(help="SendOption name -> ticked")
+    attachments: List[Attachment] = List(help="Attachment objects")
     sending = Bool(False, read_only=True)
     errors = Dict(help="field -> message, from the last send")
-    result = AnyTrait(None, help="the SendResult of the last successful call")
+    result: TraitType[SendResult | None, SendResult | None] = AnyTrait(
+        None, help="the SendResult of the last successful call"
+    )
     status = Unicode(help="one line about the last send")
 
-    def __init__(self, lab: Any, **kwargs: Any):
+    def __init__(self, lab: Lab, **kwargs: Any):
         super().__init__(**kwargs)
         self.lab = lab
-        self.keywords = accepted_keywords(lab.send)
-        self.available_options = tuple(o for o in SEND_OPTIONS if o.name in self.keywords)
-        self.options = {o.name: bool(self.options.get(o.name)) for o in self.available_options}
+        self.options = {o.name: bool(self.options.get(o.name)) for o in SEND_OPTIONS}
         if not self.sender and self.senders:
             self.sender = self.senders[0]
         self._lock = threading.Lock()
@@ -158,43 +137,19 @@ class ComposeModel(HasTraits):
         return [(host, server.role) for host, server in self.lab.servers.items()]
 
     # -- sending -------------------------------------------------------------------
-    def send_arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def send_arguments(self) -> tuple[tuple[str, str, str, str], dict[str, Any]]:
         """The positional and keyword arguments for ``lab.send`` (InvalidInput if unusable)."""
         kwargs: dict[str, Any] = {"cc": self.cc, "bcc": self.bcc}
         if self.via:
             kwargs["via"] = self.via
-        for option in self.available_options:
+        for option in SEND_OPTIONS:
             if self.options.get(option.name):
                 kwargs[option.name] = option.value
         if self.attachments:
-            if "attachments" in self.keywords:
-                kwargs["attachments"] = [a.as_argument() for a in self.attachments]
-            else:
-                kwargs["message"] = self._message_with_attachments()
+            kwargs["attachments"] = [a.as_argument() for a in self.attachments]
         return (self.sender, self.to, self.subject, self.body), kwargs
 
-    def _message_with_attachments(self) -> Any:
-        """Build the message here while ``lab.send`` cannot attach files itself."""
-        sender = check_address("from", self.sender)
-        to = address_list("to", self.to)
-        cc = address_list("cc", self.cc)
-        address_list("bcc", self.bcc)
-        clock = getattr(self.lab, "clock", None)
-        message = build_message(
-            sender,
-            to,
-            cc,
-            check_header_text("subject", self.subject),
-            self.body,
-            date=clock.rfc5322() if clock is not None else "",
-            message_id=make_msgid(domain=sender.rpartition("@")[2]),
-            attachments=[item.as_argument() for item in self.attachments],
-        )
-        if clock is None:
-            del message["Date"]
-        return message
-
-    def send_now(self) -> Any:
+    def send_now(self) -> SendResult | None:
         """Send on this thread; return the SendResult, or None (then see ``errors``)."""
         self.errors = {}
         notice = stopped_notice(self.lab)
@@ -240,155 +195,22 @@ class ComposeModel(HasTraits):
                 self.set_trait("sending", False)
             self._idle.set()
 
-    def wait(self, timeout: float = 30.0) -> Any:
+    def wait(self, timeout: float = 30.0) -> SendResult | None:
         """Block until no send is running; return ``result``. TimeoutError past ``timeout``."""
         if not self._idle.wait(timeout):
             raise TimeoutError(f"still sending after {timeout} s")
         return self.result
 
 
-HOP_WATCH_LIMIT = 600.0  # seconds a watcher waits for a connection to close
-
-
-class Recorded:
-    """A finished recording, standing in for a WireLog in journeys built here."""
-
-    def __init__(self, transcript: Transcript):
-        self._transcript = transcript
-        self.closed = threading.Event()
-        self.closed.set()
-
-    def transcript(self) -> Transcript:
-        return self._transcript
-
-
-def _is_closed(wire: Any) -> bool:
-    closed = getattr(wire, "closed", None)
-    return closed is None or closed.is_set()
-
-
-def journey_of(item: Any, roles: dict[str, str] | None = None) -> Journey | None:
-    """A Journey for a SendResult, a Journey, a Transcript or None.
-
-    A SendResult from a lab that does not report journeys yet gets a journey
-    of one hop (its transcript). When ``roles`` says the server is an ``mx``,
-    recipients it accepted are marked delivered, since an MX stores mail for
-    its own users before it answers 250.
-    """
-    if item is None or isinstance(item, Journey):
-        return item
-    if isinstance(item, Transcript):
-        journey = Journey("", ())
-        journey.add(Step("submitted", item.client, f"→ {item.server}", (), Recorded(item)))
-        return journey
-    existing = getattr(item, "journey", None)
-    if existing is not None:
-        return existing
-    journey = Journey(item.message_id, tuple(item.recipients))
-    accepted = tuple(o.recipient for o in item.outcomes if o.accepted)
-    journey.add(
-        Step(
-            "submitted",
-            item.transcript.client,
-            f"→ {item.server}",
-            accepted,
-            Recorded(item.transcript),
-        )
-    )
-    for outcome in item.outcomes:
-        if not outcome.accepted:
-            code = "---" if outcome.code is None else outcome.code
-            text = f"refused at {outcome.stage}: {code} {outcome.text}"
-            journey.add(Step("refused", item.server, text, (outcome.recipient,)))
-    if accepted and (roles or {}).get(item.server) == "mx":
-        journey.add(Step("delivered", item.server, "stored in the mailbox", accepted))
-    return journey
-
-
-class JourneyModel(HasTraits):
-    """The message being watched: its journey's steps and hop transcripts, kept current.
-
-    ``show(x)`` accepts a SendResult, a Journey, a Transcript or None. While
-    the journey grows (``journey.on_step``, on the lab's threads), ``steps``,
-    ``hops`` and ``done`` follow it. A hop's recording is live (its step is
-    added when the connection opens), so each open connection also has a
-    watcher thread that refreshes ``hops`` when the connection closes.
-    """
-
-    result = AnyTrait(None, help="the SendResult shown, if any")
-    journey = AnyTrait(None, help="the Journey shown, if any")
-    steps = List(help="Step objects, in order")
-    hops = List(help="the Transcript of every connection, in order")
-    done = Bool(False)
-
-    def __init__(self, item: Any = None, *, roles: dict[str, str] | None = None, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.roles = dict(roles or {})
-        self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
-        self._watched: dict[int, Any] = {}  # id -> wire, for connections being watched
-        self._complete = True  # every hop shown was read after its connection closed
-        self.show(item)
-
-    def show(self, item: Any) -> None:
-        journey = journey_of(item, self.roles)
-        with self._lock:
-            self.result = None if isinstance(item, Journey | Transcript) else item
-            self.journey = journey
-            if journey is not None:
-                journey.on_step(lambda _step, journey=journey: self._follow(journey))
-            self._follow(journey)
-
-    def _follow(self, journey: Journey | None) -> None:
-        with self._lock:
-            if journey is not self.journey:
-                return  # a step of a message we no longer show
-            steps = journey.steps if journey is not None else []
-            for step in steps:
-                self._watch(journey, step.wire)
-            # Closed before they are read: then the transcripts read are complete.
-            self._complete = all(_is_closed(s.wire) for s in steps if s.wire is not None)
-            self.hops = [s.transcript for s in steps if s.wire is not None]
-            self.steps = steps
-            self.done = journey is not None and journey.done
-            self._changed.notify_all()
-
-    def _watch(self, journey: Journey | None, wire: Any) -> None:
-        closed = getattr(wire, "closed", None)
-        if closed is None or closed.is_set() or id(wire) in self._watched:
-            return
-        self._watched[id(wire)] = wire
-
-        def watch() -> None:
-            closed.wait(HOP_WATCH_LIMIT)
-            with self._lock:
-                self._watched.pop(id(wire), None)
-            self._follow(journey)
-
-        threading.Thread(target=watch, name="smtplab-hop-watch", daemon=True).start()
-
-    def _settled(self) -> bool:
-        return self.done and self._complete
-
-    def wait(self, timeout: float = 30.0) -> None:
-        """Block until the journey is done and its connections closed and shown.
-
-        TimeoutError past ``timeout``.
-        """
-        with self._changed:
-            if not self._changed.wait_for(self._settled, timeout):
-                raise TimeoutError(f"journey not done after {timeout} s: {len(self.steps)} steps")
-
-
 class MailboxModel(HasTraits):
     """One lab user's mailbox, read again on :meth:`refresh`, and the message selected."""
 
     address = Unicode(help="whose mailbox")
-    messages = List(help="StoredMessage objects, oldest first")
+    messages: List[StoredMessage] = List(help="StoredMessage objects, oldest first")
     selected = Int(-1, help="index into messages; -1 for none")
     error = Unicode()
 
-    def __init__(self, lab: Any, address: str | None = None, **kwargs: Any):
+    def __init__(self, lab: Lab, address: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.lab = lab
         self._lock = threading.RLock()  # the send thread and the lab's threads refresh too
@@ -401,7 +223,7 @@ class MailboxModel(HasTraits):
         return [user.address for user in self.lab.world.users]
 
     @property
-    def message(self) -> Any:
+    def message(self) -> StoredMessage | None:
         """The selected StoredMessage, or None."""
         if 0 <= self.selected < len(self.messages):
             return self.messages[self.selected]
@@ -439,23 +261,6 @@ class MailboxModel(HasTraits):
                 self.selected = len(messages) - 1
 
 
-class PathModel(HasTraits):
-    """The path drawing's state: the journey it follows and which hop's sequence is shown."""
-
-    hop = Int(-1, help="index into journey.hops; -1 follows the newest hop")
-
-    def __init__(self, journey: JourneyModel, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.journey = journey
-
-    @property
-    def transcript(self) -> Transcript | None:
-        hops = self.journey.hops
-        if not hops:
-            return None
-        return hops[self.hop] if 0 <= self.hop < len(hops) else hops[-1]
-
-
 class DashboardModel:
     """The models of a dashboard, wired together.
 
@@ -464,7 +269,7 @@ class DashboardModel:
     refreshes the mailbox.
     """
 
-    def __init__(self, lab: Any):
+    def __init__(self, lab: Lab):
         self.lab = lab
         roles = {host: server.role for host, server in lab.servers.items()}
         roles.setdefault(lab.world.client_host, "client")

@@ -1,6 +1,6 @@
 """Every connection a message made, one tab per hop, as the lab recorded it.
 
-A view over a :class:`~smtplab.view.widgets.models.JourneyModel`: each hop's
+A view over a :class:`~smtplab.view.widgets.journey_model.JourneyModel`: each hop's
 :class:`~smtplab.record.transcript.Transcript` is rendered with its own HTML (a colour
 per side, reply meanings on hover, message data folded away) in a tab titled
 with the hop (``client.example.com → mx1.example.org``). When the lab reports
@@ -11,17 +11,22 @@ added; the view only ever updates widget values.
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as ipw
 
 from smtplab.view.widgets._html import ShortRepr, outcomes_html, style_widget
-from smtplab.view.widgets.models import JourneyModel
+from smtplab.view.widgets.journey_model import JourneyModel
+
+if TYPE_CHECKING:
+    from smtplab.lab import SendResult
+    from smtplab.record.journey import Journey
+    from smtplab.record.transcript import Transcript
 
 EMPTY = '<i style="color:#757575">No message yet: send one and its conversation appears here.</i>'
 
 
-def hop_titles(hops: list[Any]) -> list[str]:
+def hop_titles(hops: list[Transcript]) -> list[str]:
     """Tab titles: the hop's name, numbered when the same hop was made again (a retry)."""
     seen: dict[str, int] = {}
     titles = []
@@ -32,7 +37,7 @@ def hop_titles(hops: list[Any]) -> list[str]:
     return titles
 
 
-class TranscriptView(ShortRepr, ipw.VBox):
+class TranscriptView(ShortRepr, ipw.VBox):  # type: ignore[misc]  # ipywidgets has no types
     """Outcomes and progress above a Tab with one transcript per hop."""
 
     kind = "smtplab transcript view"
@@ -74,14 +79,12 @@ class TranscriptView(ShortRepr, ipw.VBox):
             f"<b>{html.escape(journey.message_id or 'The message')}</b>: {count} "
             f"connection{'s' if count != 1 else ''}"
         )
-        result = self.model.result
-        if result is None or hasattr(result, "journey"):  # a lab that reports journeys
-            head += "; every recipient has a final outcome" if self.model.done else "; on its way…"
+        head += "; every recipient has a final outcome" if self.model.done else "; on its way…"
         return f'<div class="smtplab-journey-summary">{head}</div>' + outcomes_html(
             self.model.result
         )
 
 
-def transcript_view(item: Any = None) -> TranscriptView:
-    """A tabbed view of a SendResult's (or Journey's, or Transcript's) connections."""
+def transcript_view(item: SendResult | Journey | None = None) -> TranscriptView:
+    """A tabbed view of a SendResult's (or Journey's) connections."""
     return TranscriptView(JourneyModel(item))
