@@ -59,7 +59,6 @@ import asyncio
 import base64
 import binascii
 import collections
-import functools
 import logging
 import os
 import socket
@@ -67,10 +66,10 @@ import ssl
 import warnings
 import weakref
 from asyncio import sslproto
+from collections.abc import Sequence
 from typing import Any
 
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, syntax
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, syntax
 
 from smtplab.protocol.dsn import (
     DSNParamError,
@@ -97,7 +96,6 @@ from smtplab.protocol.replies import (
     NOT_UTF8_RECIPIENT,
     NOT_UTF8_SENDER,
     NUL_IN_COMMAND,
-    STOCK,
     TIMEOUT,
     TLS_ACTIVE,
     TOO_MANY_AUTH_FAILURES,
@@ -113,6 +111,7 @@ from smtplab.protocol.rules import (
 )
 from smtplab.record.recordings import WireJournal
 from smtplab.record.wirelog import WireLog
+from smtplab.smtp._aiosmtpd import STOCK_REPLIES, AiosmtpdController, AiosmtpdSession
 from smtplab.smtp.faults import END_OF_DATA, FaultRule, Faults
 from smtplab.world import LOOPBACK
 
@@ -140,18 +139,6 @@ STOP_DEADLINE = 5.0
 _DSN_ALLOWANCE = {"MAIL": 100, "RCPT": 500}
 #: Where an unforeseen error in a session is logged (aiosmtpd's logger, see above).
 log = logging.getLogger("mail.log")
-
-
-@functools.cache
-def aiosmtpd_hooks(cls: type) -> list[str]:
-    """The attributes aiosmtpd looks for when it builds a session: a protocol's
-    ``smtp_*`` commands and ``auth_*`` mechanisms, a handler's ``handle_*`` hooks.
-
-    ``SMTP.__init__`` runs ``inspect.getmembers`` and ``dir`` over the session and
-    its handler for every new connection, reading every attribute; a ``__dir__``
-    that answers with this list (computed once per class) makes that cheap.
-    """
-    return sorted(name for name in dir(cls) if name.startswith(("smtp_", "auth_", "handle_")))
 
 
 class ConnectionSlots:
@@ -198,36 +185,6 @@ class ConnectionSlots:
             link.abort()
 
 
-class GuardedCommand:
-    """One command method behind its session's :meth:`RecordingSMTP.guarded`; reads
-    through to the method's own attributes (``HELP`` shows its ``@syntax``)."""
-
-    __slots__ = ("command", "method", "session")
-
-    def __init__(self, session: RecordingSMTP, command: str, method: Any):
-        self.session, self.command, self.method = session, command, method
-
-    def __call__(self, arg: str | None) -> Any:
-        return self.session.guarded(self.command, self.method, arg)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.method, name)
-
-
-class GuardedCommands(dict[str, Any]):
-    """A session's command table (aiosmtpd's ``_smtp_methods``). The dispatcher's
-    lookup hands out the command behind the guard; built per command run, not for
-    every command a session knows, because most connections run only a few."""
-
-    def __init__(self, session: RecordingSMTP, methods: dict[str, Any]):
-        super().__init__(methods)
-        self.session = session
-
-    def get(self, command: str, default: Any = None) -> Any:  # type: ignore[override]
-        method = super().get(command)
-        return default if method is None else GuardedCommand(self.session, command, method)
-
-
 class LabEnvelope(Envelope):
     """aiosmtpd's envelope plus the RFC 3461 DSN options of the transaction."""
 
@@ -256,11 +213,17 @@ def _not_utf8(text: str) -> bool:
     return False
 
 
+def _bad_line_end(line: bytes | None) -> bool:
+    """Whether a command line ended with anything but one CRLF: aiosmtpd splits on LF
+    and strips every CR before it, so ``\\n`` and ``\\r\\r\\n`` would pass."""
+    return line is not None and (not line.endswith(CRLF) or line.endswith(b"\r" + CRLF))
+
+
 def _is_ascii_text(text: str) -> bool:
     return text.isascii() and text.isprintable()
 
 
-class RecordingSMTP(SMTP):
+class RecordingSMTP(AiosmtpdSession):
     """aiosmtpd's SMTP session, recording both directions into a WireLog."""
 
     #: AUTH LOGIN's prompts (aiosmtpd's own are "User Name\0" and "Password\0").
@@ -294,7 +257,6 @@ class RecordingSMTP(SMTP):
         self._credentials_refused = False
         self._said_ehlo = False  # the client's last greeting was EHLO (RFC 2034 §3)
         self._verb = ""  # the command being answered
-        self._bad_line_end = False
         # aiosmtpd keeps these limits in a dict shared by every session of every
         # server (and compares them with the line *without* its CRLF): give each
         # session its own, counting the CRLF as RFC 5321 §4.5.3.1.4 does.
@@ -308,15 +270,11 @@ class RecordingSMTP(SMTP):
         self._last_due = 0.0
         self._peer_eof = False
         self._gone = False
-        self._smtp_methods = GuardedCommands(self, self._smtp_methods)
 
-    def __dir__(self) -> list[str]:
-        return aiosmtpd_hooks(type(self))
-
-    async def guarded(self, command: str, method: Any, arg: str | None) -> None:
+    async def run_command(self, command: str, method: Any, arg: str | None) -> None:
         """Run a command unless its line is malformed or a fault rule answers instead."""
         self._verb = command
-        if self._bad_line_end:  # RFC 5321 §2.3.8: only CRLF ends a command line
+        if _bad_line_end(self.last_line):  # RFC 5321 §2.3.8: only CRLF ends a command line
             await self.push(BAD_LINE_END())
             return
         if arg is not None and "\0" in arg:
@@ -328,21 +286,6 @@ class RecordingSMTP(SMTP):
         else:
             await self._misbehave(rule)
 
-    def _cb_client_connected(self, reader: asyncio.StreamReader, writer: Any) -> None:
-        """Note whether each command line ended with anything but one CRLF: aiosmtpd
-        splits on LF and strips every CR before it, so ``\\n`` and ``\\r\\r\\n`` pass."""
-        super()._cb_client_connected(reader, writer)
-        read_until = reader.readuntil
-
-        async def readuntil(separator: bytes = b"\n") -> bytes:
-            self._bad_line_end = False
-            line = await read_until(separator)
-            if separator == b"\n":  # a command line (DATA reads up to CRLF)
-                self._bad_line_end = not line.endswith(CRLF) or line.endswith(b"\r" + CRLF)
-            return line
-
-        reader.readuntil = readuntil  # type: ignore[method-assign]
-
     async def _misbehave(self, rule: FaultRule) -> None:
         """Answer the rule's reply (closing after a 421), or hang up without a word."""
         if rule.reply is not None:
@@ -350,7 +293,8 @@ class RecordingSMTP(SMTP):
         if (rule.reply is None or rule.reply.startswith("421")) and self.transport is not None:
             self.transport.abort()
 
-    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+    def before_handler(self, command: str, args: Sequence[Any]) -> str | None:
+        """End-of-DATA fault rules and the protocol's refusals, before the handler's hook."""
         if command == "DATA" and (rule := self.faults.take(END_OF_DATA)) is not None:
             assert self.transport is not None
             if rule.reply is None:
@@ -362,8 +306,8 @@ class RecordingSMTP(SMTP):
         if command in ("MAIL", "RCPT") and (refusal := self._refuse(command, args[0])):
             return refusal
         if command == "DATA":  # the data is in: storing it gets a timeout of its own
-            self._reset_timeout()
-        return await super()._call_handler_hook(command, *args)
+            self.restart_idle_timer()
+        return None
 
     def _refuse(self, command: str, address: str) -> str | None:
         """Protocol rules the handlers need not know, checked before their MAIL/RCPT hooks."""
@@ -387,7 +331,7 @@ class RecordingSMTP(SMTP):
 
     def requires_tls_for_auth(self) -> bool:
         """Whether AUTH waits for TLS on this connection (port 587 before STARTTLS)."""
-        return bool(self._auth_require_tls) and not self._over_tls()
+        return self.auth_require_tls and not self._over_tls()
 
     def _over_tls(self) -> bool:
         transport = self.transport
@@ -400,7 +344,7 @@ class RecordingSMTP(SMTP):
         offered = "ENHANCEDSTATUSCODES" in self.extensions
         return self._said_ehlo and offered and not self._answering_ehlo
 
-    def _create_envelope(self) -> LabEnvelope:
+    def new_envelope(self) -> LabEnvelope:
         return LabEnvelope()
 
     def advertised(self) -> list[str]:
@@ -419,7 +363,7 @@ class RecordingSMTP(SMTP):
             return None, error
         return " ".join([address, *rest]), dsn
 
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+    def read_path(self, arg: str) -> tuple[str | None, str | None]:
         """The path and what follows it, by RFC 5321 §4.1.2's grammar (aiosmtpd reads
         paths with the RFC 5322 header parser, which is lenient and costs more than
         the rest of a transaction): ``(None, None)`` if malformed."""
@@ -565,10 +509,10 @@ class RecordingSMTP(SMTP):
         kept, size = bytearray(), 0
         while True:
             try:
-                piece = await self._reader.readuntil()
+                piece = await self.reader.readuntil()
                 done = True
             except asyncio.LimitOverrunError as error:
-                piece, done = await self._reader.readexactly(error.consumed), False
+                piece, done = await self.reader.readexactly(error.consumed), False
             except asyncio.IncompleteReadError as error:
                 piece, done = error.partial, True
             size += len(piece)
@@ -619,8 +563,7 @@ class RecordingSMTP(SMTP):
         if not starting_tls and self._slots is not None:
             self._holds_slot = self._slots.take(self)
             if not self._holds_slot:  # RFC 5321 §3.8: refuse with 421, then close
-                assert self._handler_coroutine is not None
-                self._handler_coroutine.cancel()  # no greeting
+                self.cancel_greeting()
                 self._say_and_close(TOO_MANY_CONNECTIONS(host=self.hostname))
 
     def _say_and_close(self, reply: str) -> None:
@@ -632,24 +575,7 @@ class RecordingSMTP(SMTP):
         self.transport.write(data)  # type: ignore[attr-defined]
         self.transport.close()
 
-    def _reset_timeout(self, duration: float | None = None) -> None:
-        """Move the idle deadline. aiosmtpd cancels its timer and makes a new one for
-        every command; one timer that, firing early, waits again for the rest costs
-        less, and the deadline is the same."""
-        self._deadline = self.loop.time() + (duration or self._timeout_duration)
-        handle = self._timeout_handle
-        if handle is None or handle.cancelled() or handle.when() > self._deadline:
-            if handle is not None:
-                handle.cancel()
-            self._timeout_handle = self.loop.call_at(self._deadline, self._timer_fired)
-
-    def _timer_fired(self) -> None:
-        if self.loop.time() < self._deadline:
-            self._timeout_handle = self.loop.call_at(self._deadline, self._timer_fired)
-        else:
-            self._timeout_cb()
-
-    def _timeout_cb(self) -> None:
+    def idle_timeout(self) -> None:
         """Idle (or in DATA) too long: say so before closing (RFC 5321 §4.5.3.2, §3.8)."""
         self._say_and_close(TIMEOUT(host=self.hostname))
 
@@ -666,19 +592,13 @@ class RecordingSMTP(SMTP):
             # The server knows the client only by the name it claimed in HELO/EHLO.
             self.wire.client = self.session.host_name
         super().connection_lost(error)
-        # asyncio keeps a reset (ConnectionResetError) in a future that only
-        # StreamWriter.wait_closed() reads, and nobody calls it. aiosmtpd's __del__ reads
-        # it, but a session dies in a reference cycle, where the garbage collector may
-        # finalize the future first: "Future exception was never retrieved", at exit.
-        if self._closed.done() and not self._closed.cancelled():
-            self._closed.exception()
         if self._journal is not None:
             self._journal.closed(self.wire)
         else:
             self.wire.close()
 
     # -- the simulated network (LabServer.slow_down; see the module docstring) ------
-    async def _handle_client(self) -> None:
+    async def before_greeting(self) -> None:
         if self.faults.latency:  # the greeting: one round trip after the connection
             try:
                 await asyncio.sleep(self.faults.latency)
@@ -686,7 +606,6 @@ class RecordingSMTP(SMTP):
                 if self.transport is not None:
                     self.transport.close()
                 raise
-        await super()._handle_client()
 
     def data_received(self, data: bytes) -> None:
         latency = self.faults.latency
@@ -738,7 +657,7 @@ class RecordingSMTP(SMTP):
         if self.transport is None or self.transport.is_closing():
             return  # hung up (a fault rule): nothing more crosses the wire
         if isinstance(status, str):
-            ours = STOCK.get((self._verb, status)) or STOCK.get(("*", status))
+            ours = STOCK_REPLIES.get((self._verb, status)) or STOCK_REPLIES.get(("*", status))
             status = ours() if ours is not None else status
             if self._enhanced_codes():
                 status = with_enhanced_code(status)
@@ -772,8 +691,10 @@ class TLSLayer(sslproto.SSLProtocol):
         self._connections.link(transport)
 
 
-class LabController(Controller):
+class LabController(AiosmtpdController):
     """A threaded aiosmtpd Controller on 127.0.0.1, on a port the OS picks, that always stops."""
+
+    stop_deadline = STOP_DEADLINE
 
     def __init__(
         self,
@@ -801,7 +722,7 @@ class LabController(Controller):
         self.connections = ConnectionSlots(max_connections)
 
     def factory(self) -> RecordingSMTP:
-        is_probe = not self._factory_invoked.is_set()
+        is_probe = self.first_connection_pending
         return self.smtp_class(
             self.handler,
             journal=None if is_probe else self.journal,
@@ -810,7 +731,7 @@ class LabController(Controller):
             **self.SMTP_kwargs,
         )
 
-    async def _bind(self) -> asyncio.AbstractServer:
+    async def listen(self) -> asyncio.AbstractServer:
         """Bind ``self.port`` (0 = any free port; a server coming back up asks for its old one).
 
         The lab holds the listening socket itself, so :meth:`stop` can free the port even
@@ -824,15 +745,12 @@ class LabController(Controller):
         return await self.loop.create_server(self._accept, sock=self._listener)
 
     def _accept(self) -> asyncio.BaseProtocol:
-        session = self._factory_invoker()
+        session = self.new_session()
         if self.ssl_context is None:
             return session
         return TLSLayer(self.loop, session, self.ssl_context, self.connections)
 
-    def _create_server(self):  # type: ignore[override]  # a coroutine is what _run awaits
-        return self._bind()
-
-    async def _shut_down(self) -> None:
+    async def shut_down(self) -> None:
         """Stopping, on the loop: stop accepting, hang up on every connection, cancel every
         task and let it end (for at most half the deadline), then stop the loop for aiosmtpd's
         ``_run`` to close the server and the loop. Stopping the loop at once, as aiosmtpd
@@ -855,26 +773,8 @@ class LabController(Controller):
         finally:
             self.loop.stop()
 
-    def stop(self, no_assert: bool = False) -> None:
-        """Stop the loop and its thread, waiting at most :data:`STOP_DEADLINE` seconds.
-
-        A loop that has not ended by then is given up on: its listening socket is closed,
-        which frees the port, its daemon thread is left to end whenever it can, and a
-        RuntimeWarning names the server (a stop never hangs a kernel or a test run).
-        """
-        thread, self._thread = self._thread, None
-        assert no_assert or thread is not None, "SMTP daemon not running"
-        self.loop.call_soon_threadsafe(self.loop.create_task, self._shut_down())
-        if thread is not None:
-            thread.join(STOP_DEADLINE)
-            if thread.is_alive():
-                self._give_up()
-                return
-        self._cleanup()
-
-    def _give_up(self) -> None:
-        """Free the port of a loop that does not stop, and say so. The thread keeps what
-        ``_cleanup()`` would reset: it may still need it, should it end one day.
+    def give_up(self) -> None:
+        """Free the port of a loop that does not stop, and say so.
 
         A fresh, unbound socket takes over the listening socket's file descriptor, which
         closes the listening socket; the loop, when it ends, closes that placeholder rather
