@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +173,13 @@ METHODS = [
     ),
     Method(
         Controller,
+        "_trigger_server",
+        False,
+        ("self",),
+        "AiosmtpdController._trigger_server opens the readiness probe from a known port",
+    ),
+    Method(
+        Controller,
         "_cleanup",
         False,
         ("self",),
@@ -315,14 +321,6 @@ ATTRIBUTES = [
         "None before start() (then the server's thread)",
         lambda value: value is None,
         "AiosmtpdController.stop takes it and joins it for at most stop_deadline seconds",
-    ),
-    Attribute(
-        "Controller",
-        "_factory_invoked",
-        "a threading.Event, not set before the first connection",
-        lambda value: isinstance(value, threading.Event) and not value.is_set(),
-        "AiosmtpdController.first_connection_pending: LabController.factory tells the "
-        "readiness probe (the first connection) from a client",
     ),
     Attribute(
         "Controller",
@@ -494,25 +492,19 @@ SOURCES = [
     ),
     Source(
         Controller,
-        "_factory_invoker",
-        r"self\.factory\(\s*\).*?self\._factory_invoked\.set\(\s*\)",
-        "calls self.factory() before it sets self._factory_invoked",
-        "AiosmtpdController.first_connection_pending reads _factory_invoked: the first "
-        "connection is the readiness probe",
-    ),
-    Source(
-        Controller,
         "start",
-        r"self\._factory_invoked\.clear\(\s*\).*?self\._trigger_server\(\s*\)",
-        "clears self._factory_invoked, then probes with self._trigger_server()",
-        "AiosmtpdController.first_connection_pending (the probe is aiosmtpd's own)",
+        r"self\._trigger_server\(\s*\)",
+        "probes the server with self._trigger_server() once it listens",
+        "AiosmtpdController._trigger_server opens that probe from a port it knows first "
+        "(is_probe): after a restart a client may come first",
     ),
     Source(
         InetMixin,
         "_trigger_server",
         r"_server_to_client_ssl_ctx\(\s*self\.ssl_context\s*\)",
         "wraps the readiness probe in a client context made from self.ssl_context",
-        "LabController keeps aiosmtpd's probe, also on implicit-TLS ports (465, 993)",
+        "AiosmtpdController._trigger_server probes as aiosmtpd does, with "
+        "_server_to_client_ssl_ctx on implicit-TLS ports (465, 993)",
     ),
     Source(
         Controller,
@@ -615,7 +607,7 @@ DOOR = PACKAGE / "smtp" / "_aiosmtpd.py"
 
 def test_only_the_door_module_touches_aiosmtpds_private_names():
     """smtplab/smtp/_aiosmtpd.py is the one place an aiosmtpd upgrade can break silently."""
-    assert {"_smtp_methods", "_getaddr", "_factory_invoked", "_reader"} <= set(PRIVATE_NAMES)
+    assert {"_smtp_methods", "_getaddr", "_trigger_server", "_reader"} <= set(PRIVATE_NAMES)
     found = []
     for module in sorted(PACKAGE.rglob("*.py")):
         if module == DOOR:

@@ -30,10 +30,12 @@ module of the lab touches one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
-from aiosmtpd.controller import Controller
+from aiosmtpd.controller import Controller, _server_to_client_ssl_ctx
 from aiosmtpd.smtp import SMTP, Envelope
 
 from smtplab.protocol import replies
@@ -237,6 +239,8 @@ class AiosmtpdController(Controller):
 
     #: Seconds :meth:`stop` waits for the server's thread before :meth:`give_up`.
     stop_deadline = 5.0
+    #: The local port of the readiness probe that :meth:`start` opens, until it is seen.
+    probe_port: int | None = None
 
     # -- hooks -------------------------------------------------------------------------
     async def listen(self) -> asyncio.AbstractServer:
@@ -256,15 +260,34 @@ class AiosmtpdController(Controller):
         it was made, and turns an error in ``factory`` into one raised by ``start``)."""
         return self._factory_invoker()
 
-    @property
-    def first_connection_pending(self) -> bool:
-        """No session has been made since :meth:`start` began."""
-        return not self._factory_invoked.is_set()
+    def is_probe(self, peer: Any) -> bool:
+        """Whether a session's peer address (``peername``) is the readiness probe's; once."""
+        if peer is None or self.probe_port is None or peer[1] != self.probe_port:
+            return False
+        self.probe_port = None  # the same port may be a client's one day
+        return True
 
     # -- aiosmtpd's private members ----------------------------------------------------
     def _create_server(self) -> Awaitable[asyncio.AbstractServer]:
         """aiosmtpd's ``_run`` awaits this on the new loop: see :meth:`listen`."""
         return self.listen()
+
+    def _trigger_server(self) -> None:
+        """aiosmtpd's readiness probe, which ``start`` opens once the server listens: here
+        from a socket bound before it connects, so that the server tells the probe by its
+        port (:meth:`is_probe`), not by being first; after a restart on the same port a
+        client may come first. Otherwise as aiosmtpd's: under TLS on an implicit-TLS
+        port (a client context made from the server's), reading the greeting."""
+        with contextlib.ExitStack() as stack:
+            probe = stack.enter_context(socket.socket())
+            probe.bind((self.hostname, 0))
+            self.probe_port = probe.getsockname()[1]
+            probe.settimeout(1.0)
+            probe.connect((self.hostname, self.port))
+            if self.ssl_context:
+                client = _server_to_client_ssl_ctx(self.ssl_context)
+                probe = stack.enter_context(client.wrap_socket(probe))
+            probe.recv(1024)
 
     def stop(self, no_assert: bool = False) -> None:
         """Stop the loop and its thread, waiting at most :attr:`stop_deadline` seconds.

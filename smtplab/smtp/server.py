@@ -19,9 +19,10 @@ Theory of operation
 * Fault injection (:mod:`smtplab.smtp.faults`) sits in front of each command and at
   the end of DATA, so a reader can make any server greylist, refuse, slow down
   or hang up.
-* The Controller opens one readiness probe connection on start. Nobody else can
-  know the port before ``start()`` returns, so the first connection is always
-  the probe, and its log is never put in the journal.
+* The Controller opens one readiness probe connection on start, from a port it
+  knows before the probe connects: the session that meets that port is the probe,
+  whose log is never put in the journal (after ``LabServer.up()`` the port is the
+  old one, and a queue's retry may connect first).
 * Latency (``LabServer.slow_down``) models a network round trip, not a slow
   server: bytes the client sends reach the session ``Faults.latency`` seconds
   after they arrive, in order, and the greeting comes one round trip after the
@@ -66,7 +67,7 @@ import ssl
 import warnings
 import weakref
 from asyncio import sslproto
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, syntax
@@ -239,6 +240,7 @@ class RecordingSMTP(AiosmtpdSession):
         extensions: frozenset[str] = LAB_EXTENSIONS,
         max_recipients: int = MAX_RECIPIENTS,
         connections: ConnectionSlots | None = None,
+        is_probe: Callable[[Any], bool] | None = None,
         **kwargs: Any,
     ):
         authenticator = kwargs.get("authenticator")
@@ -251,6 +253,7 @@ class RecordingSMTP(AiosmtpdSession):
         self.extensions = extensions
         self.max_recipients = max_recipients
         self._slots = connections
+        self._is_probe = is_probe  # whether a peer address is the controller's readiness probe
         self._holds_slot = False
         self._answering_ehlo = False
         self._auth_failures = 0
@@ -548,9 +551,11 @@ class RecordingSMTP(AiosmtpdSession):
             self._land(self._arrivals)
         super().connection_made(transport)
         if not starting_tls:
+            peer = transport.get_extra_info("peername")
+            if self._is_probe is not None and self._is_probe(peer):  # not a client: unrecorded
+                self._journal, self.faults, self._slots = None, Faults(), None
             if self._slots is not None and transport.get_extra_info("sslcontext") is None:
                 self._slots.link(transport)  # TCP: not behind a TLSLayer
-            peer = transport.get_extra_info("peername")
             self.wire.peer = (peer[0], peer[1]) if peer else None
             self.wire.client = peer[0] if peer else "unknown"
             if self._journal is not None:
@@ -722,12 +727,12 @@ class LabController(AiosmtpdController):
         self.connections = ConnectionSlots(max_connections)
 
     def factory(self) -> RecordingSMTP:
-        is_probe = self.first_connection_pending
         return self.smtp_class(
             self.handler,
-            journal=None if is_probe else self.journal,
-            faults=Faults() if is_probe else self.faults,
-            connections=None if is_probe else self.connections,
+            journal=self.journal,
+            faults=self.faults,
+            connections=self.connections,
+            is_probe=self.is_probe,
             **self.SMTP_kwargs,
         )
 
