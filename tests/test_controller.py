@@ -11,9 +11,9 @@ from smtp_peers import Raw
 
 from smtplab.protocol.clock import LabClock
 from smtplab.record.recordings import WireJournal
+from smtplab.smtp.controller import LabController
 from smtplab.smtp.faults import Faults
 from smtplab.smtp.handlers import RoleHandler
-from smtplab.smtp.server import LabController
 
 HOST = "mx.example.org"
 

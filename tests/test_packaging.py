@@ -78,7 +78,7 @@ def test_binder_environment_has_the_runtime_dependencies_with_the_same_bounds() 
 
 
 def test_aiosmtpd_is_held_to_the_tested_minor_series() -> None:
-    """smtplab/smtp/server.py relies on aiosmtpd's private names (tests/test_aiosmtpd_canary.py)."""
+    """smtplab/smtp/_aiosmtpd.py uses aiosmtpd's private names (tests/test_aiosmtpd_canary.py)."""
     assert _bounds(_pyproject()["project"]["dependencies"])["aiosmtpd"] == {
         ">=": "1.4.6",
         "<": "1.5",

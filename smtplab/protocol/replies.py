@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 A :class:`ServerReply` is a reply code, an RFC 3463 enhanced status code, a text
 (which may name fields, such as ``{address}``) and the RFC sections that say so.
-The servers (:mod:`smtplab.smtp.server`), the role handlers (:mod:`smtplab.smtp.handlers`)
+The sessions (:mod:`smtplab.smtp.session`), the role handlers (:mod:`smtplab.smtp.handlers`)
 and chapter 09's checks (:mod:`smtplab.senderauth.wiring`) answer with these and nothing
 else; ``docs/hardening.md`` and the tests name them from here, as aiosmtpd keeps
 its own status codes in ``aiosmtpd.smtp`` (``CODE_SUCCESS`` ...).

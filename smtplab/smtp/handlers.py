@@ -2,7 +2,7 @@
 
 Handlers implement only the hooks they care about, as aiosmtpd intends. They
 decide policy (who may send to whom) and where a message goes next; the
-protocol itself stays in aiosmtpd and the recording in :mod:`smtplab.smtp.server`.
+protocol itself stays in aiosmtpd and the recording in :mod:`smtplab.smtp.session`.
 
 * :class:`MailboxHandler`, the MX role: accepts mail for its domains' users and
   stores it in their Maildirs (final delivery).
@@ -45,7 +45,7 @@ from smtplab.protocol.rules import count_received, normalize_newlines
 from smtplab.queue.delivery import DeliveryQueue
 from smtplab.queue.spool import QueuedRecipient
 from smtplab.smtp._aiosmtpd import ListsOnlyHooks
-from smtplab.smtp.server import LabEnvelope, RecordingSMTP
+from smtplab.smtp.session import LabEnvelope, RecordingSMTP
 
 if TYPE_CHECKING:
     from smtplab.senderauth.wiring import Decision
