@@ -5,7 +5,7 @@ takes the same load from the same client:
 
 * ``plain aiosmtpd``: aiosmtpd's own ``Sink`` handler behind a stock threaded
   Controller (the baseline);
-* ``lab recording``: the lab's :class:`~smtplab.smtp.server.RecordingSMTP` with the
+* ``lab recording``: the lab's :class:`~smtplab.smtp.session.RecordingSMTP` with the
   same ``Sink`` handler: what the lab's session adds to aiosmtpd (recording
   both directions into the journal, transcripts kept; policy, enhanced codes,
   fault hooks) and what it does more cheaply (paths read by RFC 5321's own
@@ -76,8 +76,8 @@ def serve(kind: str, folder: str) -> None:
     from smtplab.mailstore.maildir import Maildir
     from smtplab.protocol.clock import LabClock
     from smtplab.record.recordings import WireJournal
+    from smtplab.smtp.controller import LabController
     from smtplab.smtp.handlers import MailboxHandler
-    from smtplab.smtp.server import LabController
 
     if kind == "plain aiosmtpd":
         controller: Controller = Controller(

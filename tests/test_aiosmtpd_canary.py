@@ -1,7 +1,8 @@
-"""A canary for the private parts of aiosmtpd that smtplab/smtp/server.py builds on.
+"""A canary for the private parts of aiosmtpd that smtplab/smtp/_aiosmtpd.py builds on.
 
-``RecordingSMTP`` and ``LabController`` (smtplab/smtp/server.py) override, call or
-read about twenty private members of aiosmtpd's ``SMTP`` and ``Controller``,
+``AiosmtpdSession`` and ``AiosmtpdController`` (smtplab/smtp/_aiosmtpd.py, the only
+module of the lab that touches them; the last test here checks that) override,
+call or read about twenty private members of aiosmtpd's ``SMTP`` and ``Controller``,
 and depend on how aiosmtpd uses them (commands dispatched through
 ``self._smtp_methods.get``, replies written only by ``push``, ...).
 pyproject.toml holds aiosmtpd to the tested minor series (``<1.5``); when that
@@ -17,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiosmtpd
@@ -28,8 +29,8 @@ import pytest
 from aiosmtpd.controller import Controller, InetMixin
 from aiosmtpd.smtp import SMTP, Envelope, LoginPassword, Session
 
-from smtplab.protocol.replies import STOCK
-from smtplab.smtp.server import aiosmtpd_hooks
+import smtplab
+from smtplab.smtp._aiosmtpd import STOCK_REPLIES, aiosmtpd_hooks
 
 VERSION = f"aiosmtpd {aiosmtpd.__version__}"
 
@@ -66,52 +67,52 @@ METHODS = [
         "_cb_client_connected",
         False,
         ("self", "reader", "writer"),
-        "RecordingSMTP._cb_client_connected wraps the reader's readuntil to spot command "
-        "lines not ended by one CRLF (RFC 5321 §2.3.8)",
+        "AiosmtpdSession._cb_client_connected wraps the reader's readuntil to keep each "
+        "line as read (last_line): RecordingSMTP spots lines not ended by one CRLF",
     ),
     Method(
         SMTP,
         "_handle_client",
         True,
         ("self",),
-        "RecordingSMTP._handle_client delays the greeting by the simulated latency",
+        "AiosmtpdSession._handle_client awaits before_greeting() (the simulated latency)",
     ),
     Method(
         SMTP,
         "_getaddr",
         False,
         ("self", "arg"),
-        "RecordingSMTP._getaddr parses MAIL/RCPT paths by RFC 5321's grammar and returns "
-        "(address, rest), or (None, None)",
+        "AiosmtpdSession._getaddr asks read_path(), which parses MAIL/RCPT paths by RFC "
+        "5321's grammar and returns (address, rest), or (None, None)",
     ),
     Method(
         SMTP,
         "_reset_timeout",
         False,
         ("self", "duration="),
-        "RecordingSMTP._reset_timeout keeps one lazy idle timer in _timeout_handle",
+        "AiosmtpdSession._reset_timeout keeps one lazy idle timer in _timeout_handle",
     ),
     Method(
         SMTP,
         "_timeout_cb",
         False,
         ("self",),
-        "RecordingSMTP._timeout_cb says 421 4.4.2 before closing an idle session",
+        "AiosmtpdSession._timeout_cb calls idle_timeout(): 421 4.4.2 before closing",
     ),
     Method(
         SMTP,
         "_call_handler_hook",
         True,
         ("self", "command", "*args"),
-        "RecordingSMTP._call_handler_hook injects end-of-DATA faults and refuses MAIL/RCPT "
-        "addresses before the handlers' hooks",
+        "AiosmtpdSession._call_handler_hook asks before_handler() first: end-of-DATA "
+        "faults, MAIL/RCPT refusals before the handlers' hooks",
     ),
     Method(
         SMTP,
         "_create_envelope",
         False,
         ("self",),
-        "RecordingSMTP._create_envelope makes a LabEnvelope, which carries the DSN options",
+        "AiosmtpdSession._create_envelope asks new_envelope() (a LabEnvelope, with DSN)",
     ),
     Method(
         SMTP,
@@ -160,22 +161,29 @@ METHODS = [
         "_factory_invoker",
         False,
         ("self",),
-        "LabController._bind hands it to loop.create_server as the protocol factory",
+        "AiosmtpdController.new_session calls it for each connection LabController accepts",
     ),
     Method(
         Controller,
         "_create_server",
         False,
         ("self",),
-        "LabController._create_server returns the _bind() coroutine that binds port 0 and "
-        "reads the port back",
+        "AiosmtpdController._create_server returns listen(), LabController's coroutine that "
+        "binds port 0 and reads the port back",
     ),
     Method(
         Controller,
-        "cancel_tasks",
+        "_trigger_server",
         False,
-        ("self", "stop_loop="),
-        "LabController.cancel_tasks hangs up on open sessions before stopping",
+        ("self",),
+        "AiosmtpdController._trigger_server opens the readiness probe from a known port",
+    ),
+    Method(
+        Controller,
+        "_cleanup",
+        False,
+        ("self",),
+        "AiosmtpdController.stop resets the controller with it once the thread has ended",
     ),
 ]
 
@@ -246,36 +254,38 @@ ATTRIBUTES = [
         lambda value: (
             isinstance(value, dict) and getattr(value.get("MAIL"), "__name__", "") == "smtp_MAIL"
         ),
-        "RecordingSMTP.__init__ wraps it in GuardedCommands, whose get() guards every command",
+        "AiosmtpdSession.__init__ wraps it in GuardedCommands, whose get() runs every "
+        "command through run_command()",
     ),
     Attribute(
         "SMTP",
         "_auth_require_tls",
         "the auth_require_tls= argument (True by default)",
         lambda value: value is True,
-        "RecordingSMTP.requires_tls_for_auth: MAIL before STARTTLS on 587 gets 530 5.7.0 "
-        "Must issue a STARTTLS command first",
+        "AiosmtpdSession.auth_require_tls, read by RecordingSMTP.requires_tls_for_auth: "
+        "MAIL before STARTTLS on 587 gets 530 5.7.0 Must issue a STARTTLS command first",
     ),
     Attribute(
         "SMTP",
         "_timeout_duration",
         "the timeout= argument (7.5)",
         lambda value: value == 7.5,
-        "RecordingSMTP._reset_timeout sets its deadline from it",
+        "AiosmtpdSession._reset_timeout sets its deadline from it",
     ),
     Attribute(
         "SMTP",
         "_timeout_handle",
         "None before a connection (then an asyncio.TimerHandle)",
         lambda value: value is None,
-        "RecordingSMTP._reset_timeout keeps its timer there, which connection_lost cancels",
+        "AiosmtpdSession._reset_timeout keeps its timer there, which connection_lost cancels",
     ),
     Attribute(
         "SMTP",
         "_handler_coroutine",
         "None before a connection (then the _handle_client task)",
         lambda value: value is None,
-        "RecordingSMTP.connection_made cancels it to refuse a session over the limit unheard",
+        "AiosmtpdSession.cancel_greeting cancels it: RecordingSMTP.connection_made refuses "
+        "a session over the limit unheard",
     ),
     Attribute(
         "SMTP",
@@ -296,14 +306,21 @@ ATTRIBUTES = [
         "local_part_limit",
         "an int (0: no limit)",
         lambda value: isinstance(value, int),
-        "RecordingSMTP._getaddr applies it as aiosmtpd's _getaddr does",
+        "RecordingSMTP.read_path applies it as aiosmtpd's _getaddr does",
+    ),
+    Attribute(
+        "SMTP",
+        "_closed",
+        "an asyncio.Future (asyncio.StreamReaderProtocol's), done when the stream is closed",
+        lambda value: isinstance(value, asyncio.Future),
+        "AiosmtpdSession.connection_lost reads its exception, so none is left unretrieved",
     ),
     Attribute(
         "Controller",
-        "_factory_invoked",
-        "a threading.Event, not set before the first connection",
-        lambda value: isinstance(value, threading.Event) and not value.is_set(),
-        "LabController.factory tells the readiness probe (the first connection) from a client",
+        "_thread",
+        "None before start() (then the server's thread)",
+        lambda value: value is None,
+        "AiosmtpdController.stop takes it and joins it for at most stop_deadline seconds",
     ),
     Attribute(
         "Controller",
@@ -353,29 +370,30 @@ SOURCES = [
         "_handle_client",
         r"self\._smtp_methods\.get\(\s*command\s*\)",
         "dispatches each command through self._smtp_methods.get(command)",
-        "GuardedCommands.get runs every command behind RecordingSMTP.guarded (CRLF-only "
-        "lines, NUL, fault rules)",
+        "GuardedCommands.get runs every command through run_command (RecordingSMTP's: "
+        "CRLF-only lines, NUL, fault rules)",
     ),
     Source(
         SMTP,
         "_handle_client",
         r"self\._reader\.readuntil\(\s*\)",
         "reads command lines with self._reader.readuntil() (up to LF)",
-        "RecordingSMTP._cb_client_connected checks lines read up to LF for a lone CRLF",
+        "AiosmtpdSession._cb_client_connected keeps lines read up to LF as last_line",
     ),
     Source(
         SMTP,
         "smtp_DATA",
         rf"self\._reader\.readuntil\(\s*b{Q}\\r\\n{Q}\s*\)",
         "reads DATA lines with self._reader.readuntil(b'\\r\\n')",
-        "RecordingSMTP._cb_client_connected leaves lines read up to CRLF alone",
+        "AiosmtpdSession._cb_client_connected leaves lines read up to CRLF alone",
     ),
     Source(
         SMTP,
         "_cb_client_connected",
         r"self\._reader\s*=\s*reader",
         "keeps the reader it is given as self._reader",
-        "RecordingSMTP._cb_client_connected wraps that reader's readuntil",
+        "AiosmtpdSession._cb_client_connected wraps that reader's readuntil; "
+        "AiosmtpdSession.reader hands it to RecordingSMTP's AUTH exchanges",
     ),
     Source(
         SMTP,
@@ -406,56 +424,56 @@ SOURCES = [
         "smtp_MAIL",
         rf"_call_handler_hook\(\s*{Q}MAIL{Q}\s*,\s*address\s*,",
         "calls the MAIL hook with the address first",
-        "RecordingSMTP._call_handler_hook reads the address as args[0] (RecordingSMTP._refuse)",
+        "RecordingSMTP.before_handler reads the address as args[0] (RecordingSMTP._refuse)",
     ),
     Source(
         SMTP,
         "smtp_RCPT",
         rf"_call_handler_hook\(\s*{Q}RCPT{Q}\s*,\s*address\s*,",
         "calls the RCPT hook with the address first",
-        "RecordingSMTP._call_handler_hook reads the address as args[0] (RecordingSMTP._refuse)",
+        "RecordingSMTP.before_handler reads the address as args[0] (RecordingSMTP._refuse)",
     ),
     Source(
         SMTP,
         "smtp_DATA",
         rf"_call_handler_hook\(\s*{Q}DATA{Q}\s*\)",
         "calls the DATA hook once the data is in",
-        "RecordingSMTP._call_handler_hook injects end-of-DATA faults and restarts the timer",
+        "RecordingSMTP.before_handler injects end-of-DATA faults and restarts the timer",
     ),
     Source(
         SMTP,
         "smtp_MAIL",
         r"self\._getaddr\(\s*arg\s*\)",
         "parses the reverse-path with self._getaddr(arg)",
-        "RecordingSMTP._getaddr (RFC 5321 §4.1.2's grammar)",
+        "AiosmtpdSession._getaddr (RecordingSMTP.read_path: RFC 5321 §4.1.2's grammar)",
     ),
     Source(
         SMTP,
         "smtp_RCPT",
         r"self\._getaddr\(\s*arg\s*\)",
         "parses the forward-path with self._getaddr(arg)",
-        "RecordingSMTP._getaddr (RFC 5321 §4.1.2's grammar)",
+        "AiosmtpdSession._getaddr (RecordingSMTP.read_path: RFC 5321 §4.1.2's grammar)",
     ),
     Source(
         SMTP,
         "_set_post_data_state",
         r"self\.envelope\s*=\s*self\._create_envelope\(\s*\)",
         "makes each new envelope with self._create_envelope()",
-        "RecordingSMTP._create_envelope (LabEnvelope, with DSN options)",
+        "AiosmtpdSession._create_envelope (LabEnvelope, with DSN options)",
     ),
     Source(
         SMTP,
         "connection_made",
         r"self\._reset_timeout\(\s*\)",
         "starts the idle timer with self._reset_timeout()",
-        "RecordingSMTP._reset_timeout",
+        "AiosmtpdSession._reset_timeout",
     ),
     Source(
         SMTP,
         "connection_made",
         r"self\._handler_coroutine\s*=\s*self\.loop\.create_task\(\s*self\._handle_client\(\s*\)",
         "starts self._handle_client() as the task self._handler_coroutine",
-        "RecordingSMTP.connection_made cancels it to refuse a session over the limit "
+        "AiosmtpdSession.cancel_greeting cancels it to refuse a session over the limit "
         "(421 4.7.0) without a greeting",
     ),
     Source(
@@ -463,43 +481,44 @@ SOURCES = [
         "connection_lost",
         r"self\._timeout_handle\.cancel\(\s*\)",
         "cancels self._timeout_handle",
-        "RecordingSMTP._reset_timeout keeps its one timer there",
+        "AiosmtpdSession._reset_timeout keeps its one timer there",
     ),
     Source(
         Controller,
         "_run",
         r"self\._create_server\(\s*\).*?run_until_complete\(",
         "runs what self._create_server() returns with loop.run_until_complete",
-        "LabController._create_server returns the _bind() coroutine",
-    ),
-    Source(
-        Controller,
-        "_factory_invoker",
-        r"self\.factory\(\s*\).*?self\._factory_invoked\.set\(\s*\)",
-        "calls self.factory() before it sets self._factory_invoked",
-        "LabController.factory reads _factory_invoked to know the first connection is the "
-        "readiness probe",
+        "AiosmtpdController._create_server returns the listen() coroutine",
     ),
     Source(
         Controller,
         "start",
-        r"self\._factory_invoked\.clear\(\s*\).*?self\._trigger_server\(\s*\)",
-        "clears self._factory_invoked, then probes with self._trigger_server()",
-        "LabController.factory's probe detection (the probe is aiosmtpd's own)",
+        r"self\._trigger_server\(\s*\)",
+        "probes the server with self._trigger_server() once it listens",
+        "AiosmtpdController._trigger_server opens that probe from a port it knows first "
+        "(is_probe): after a restart a client may come first",
     ),
     Source(
         InetMixin,
         "_trigger_server",
         r"_server_to_client_ssl_ctx\(\s*self\.ssl_context\s*\)",
         "wraps the readiness probe in a client context made from self.ssl_context",
-        "LabController keeps aiosmtpd's probe, also on implicit-TLS ports (465, 993)",
+        "AiosmtpdController._trigger_server probes as aiosmtpd does, with "
+        "_server_to_client_ssl_ctx on implicit-TLS ports (465, 993)",
     ),
     Source(
         Controller,
-        "stop",
-        r"call_soon_threadsafe\(\s*self\.cancel_tasks\s*\)",
-        "stops through self.cancel_tasks on the server's loop",
-        "LabController.cancel_tasks hangs up on open sessions first",
+        "start",
+        r"self\._thread\s*=\s*threading\.Thread\(\s*target\s*=\s*self\._run",
+        "runs the server's loop in the thread self._thread",
+        "AiosmtpdController.stop joins self._thread for at most stop_deadline seconds",
+    ),
+    Source(
+        Controller,
+        "_run",
+        r"run_forever\(\s*\).*?self\.server\.close\(\s*\).*?self\.loop\.close\(\s*\)",
+        "closes the server and the loop once the loop has stopped",
+        "LabController.shut_down stops the loop last, for _run to close the server",
     ),
 ]
 
@@ -525,9 +544,9 @@ def test_replies_are_written_only_by_push():
 
 
 def test_the_stock_replies_the_lab_rewrites_are_still_aiosmtpds():
-    """smtplab.protocol.replies.STOCK answers some of aiosmtpd's replies differently."""
+    """smtplab.smtp._aiosmtpd.STOCK_REPLIES answers some of aiosmtpd's replies differently."""
     code = inspect.getsource(aiosmtpd.smtp)
-    for (_command, stock), ours in STOCK.items():
+    for (_command, stock), ours in STOCK_REPLIES.items():
         assert stock in code, (
             f"{VERSION}: aiosmtpd.smtp no longer says {stock!r}; RecordingSMTP.push would "
             f"not turn it into {ours()!r} ({ours.rfc})"
@@ -535,7 +554,7 @@ def test_the_stock_replies_the_lab_rewrites_are_still_aiosmtpds():
 
 
 def test_sessions_find_commands_mechanisms_and_hooks_only_by_names_the_lab_lists():
-    """RecordingSMTP and RoleHandler answer dir() with aiosmtpd_hooks(), which keeps only
+    """Sessions and handlers (ListsOnlyHooks) answer dir() with aiosmtpd_hooks(), which keeps only
     some names; SMTP.__init__ must look for nothing else (it runs dir() on both)."""
     code = inspect.getsource(SMTP.__init__)
     prefixes = set(re.findall(r"\.startswith\(\s*['\"](\w+)['\"]\s*\)", code))
@@ -544,7 +563,8 @@ def test_sessions_find_commands_mechanisms_and_hooks_only_by_names_the_lab_lists
     hidden = sorted(p for p in prefixes if f"{p}probe" not in aiosmtpd_hooks(probe))
     assert not hidden, (
         f"{VERSION}: SMTP.__init__ now also looks for attributes starting with {hidden}, "
-        "which aiosmtpd_hooks (smtplab/smtp/server.py) hides from dir() of sessions and handlers"
+        "which aiosmtpd_hooks (smtplab/smtp/_aiosmtpd.py) hides from dir() of sessions and "
+        "handlers"
     )
 
 
@@ -567,3 +587,41 @@ def test_session_and_envelope_still_carry_what_the_handlers_read(
     ):
         assert hasattr(envelope, name), f"{VERSION}: Envelope.{name} is gone (smtplab)"
     assert LoginPassword(b"alice", b"pw").login == b"alice"
+
+
+#: Every private name of aiosmtpd's that the canary above watches, and those its patterns read.
+PRIVATE_NAMES = sorted(
+    {m.name for m in METHODS}
+    | {a.name for a in ATTRIBUTES}
+    | {s.name for s in SOURCES}
+    | {name for s in SOURCES for name in re.findall(r"\\\.(_[a-z]\w*)", s.pattern)}
+    | {"_server_to_client_ssl_ctx"}
+)
+PRIVATE_NAMES = [name for name in PRIVATE_NAMES if name.startswith("_") and name[1] != "_"]
+#: Names so common that the lab's own threads and printers use them too (``self._thread``):
+#: looked for only in smtplab/smtp/, where the sessions and controllers are.
+COMMON_NAMES = {"_run", "_thread", "_closed"}
+PACKAGE = Path(smtplab.__file__).parent
+DOOR = PACKAGE / "smtp" / "_aiosmtpd.py"
+
+
+def test_only_the_door_module_touches_aiosmtpds_private_names():
+    """smtplab/smtp/_aiosmtpd.py is the one place an aiosmtpd upgrade can break silently."""
+    assert {"_smtp_methods", "_getaddr", "_trigger_server", "_reader"} <= set(PRIVATE_NAMES)
+    found = []
+    for module in sorted(PACKAGE.rglob("*.py")):
+        if module == DOOR:
+            continue
+        in_smtp = module.parent.name == "smtp"
+        text = module.read_text()
+        for name in PRIVATE_NAMES:
+            if name in COMMON_NAMES and not in_smtp:
+                continue
+            pattern = rf"(?:\.|\bdef\s+|['\"]){re.escape(name)}\b"
+            for match in re.finditer(pattern, text):
+                line = text.count("\n", 0, match.start()) + 1
+                found.append(f"{module.relative_to(PACKAGE.parent)}:{line}: {name}")
+    assert not found, (
+        "aiosmtpd's private names outside smtplab/smtp/_aiosmtpd.py (give it a hook there, "
+        f"with a comment and a canary test): {found}"
+    )

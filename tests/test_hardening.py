@@ -64,7 +64,7 @@ from smtplab.protocol.rules import (
 from smtplab.queue.delivery import RetryPolicy
 from smtplab.record.transcript import Command, Data, Reply
 from smtplab.record.wirelog import parse_conversation
-from smtplab.smtp import server as lab_server
+from smtplab.smtp import controller as lab_server
 from smtplab.world import LOOPBACK
 
 FAST = RetryPolicy(first_delay=0.05, factor=2.0, max_attempts=3, max_age=20.0)

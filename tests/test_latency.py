@@ -1,4 +1,4 @@
-"""Latency models a network round trip (LabServer.slow_down, smtplab.smtp.server).
+"""Latency models a network round trip (LabServer.slow_down, smtplab.smtp.latency).
 
 With a round trip of L seconds, a client that waits for every reply pays L per
 command, while a pipelined group (RFC 2920) pays one L for all its commands.

@@ -93,7 +93,7 @@ def test_the_notebooks_own_libraries_are_an_extra_that_lab_and_test_install() ->
 
 
 def test_aiosmtpd_is_held_to_the_tested_minor_series() -> None:
-    """smtplab/smtp/server.py relies on aiosmtpd's private names (tests/test_aiosmtpd_canary.py)."""
+    """smtplab/smtp/_aiosmtpd.py uses aiosmtpd's private names (tests/test_aiosmtpd_canary.py)."""
     assert _bounds(_pyproject()["project"]["dependencies"])["aiosmtpd"] == {
         ">=": "1.4.6",
         "<": "1.5",

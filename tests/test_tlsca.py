@@ -15,7 +15,7 @@ from cryptography import x509
 
 from smtplab.record.recordings import WireJournal
 from smtplab.smtp.client import RecordingClient
-from smtplab.smtp.server import LabController
+from smtplab.smtp.controller import LabController
 from smtplab.tls.ca import Eavesdropper, LabCA, LabSMTP, LabSMTP_SSL
 from smtplab.tls.records import client_hello_server_name
 

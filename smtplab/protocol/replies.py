@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 A :class:`ServerReply` is a reply code, an RFC 3463 enhanced status code, a text
 (which may name fields, such as ``{address}``) and the RFC sections that say so.
-The servers (:mod:`smtplab.smtp.server`), the role handlers (:mod:`smtplab.smtp.handlers`)
+The sessions (:mod:`smtplab.smtp.session`), the role handlers (:mod:`smtplab.smtp.handlers`)
 and chapter 09's checks (:mod:`smtplab.senderauth.wiring`) answer with these and nothing
 else; ``docs/hardening.md`` and the tests name them from here, as aiosmtpd keeps
 its own status codes in ``aiosmtpd.smtp`` (``CODE_SUCCESS`` ...).
@@ -12,7 +12,8 @@ its own status codes in ``aiosmtpd.smtp`` (``CODE_SUCCESS`` ...).
 Replies are written with their enhanced code. The server takes it out again for
 a client that greeted with HELO (RFC 2034 §3: only after EHLO), and adds one
 to aiosmtpd's stock replies that lack it (:func:`smtplab.protocol.rules.with_enhanced_code`);
-the stock replies the lab answers differently are in :data:`STOCK`.
+the stock replies the lab answers differently are in
+:data:`smtplab.smtp._aiosmtpd.STOCK_REPLIES`.
 
 A reply never echoes what a client sent unless it is printable ASCII, or UTF-8
 the client negotiated with SMTPUTF8: a refusal of a non-ASCII address says what
@@ -185,14 +186,6 @@ LOGIN_PASSWORD_PROMPT = "Password:"
 LOCAL_ERROR = ServerReply(
     451, "4.3.0", "Requested action aborted: local error in processing", "RFC 5321 §4.2.2, §4.2.3"
 )
-
-#: aiosmtpd's stock replies that the lab answers differently: (command, aiosmtpd's text) → reply.
-#: ``*`` stands for any command.
-STOCK: dict[tuple[str, str], ServerReply] = {
-    ("*", "502 5.5.1 Too many unrecognized commands, goodbye."): TOO_MANY_UNKNOWN,
-    ("MAIL", "553 5.1.3 Error: malformed address"): BAD_SENDER_SYNTAX,
-    ("RCPT", "553 5.1.3 Error: malformed address"): BAD_RECIPIENT_SYNTAX,
-}
 
 #: Every reply in this module, for the documentation and the tests.
 TABLE: tuple[ServerReply, ...] = tuple(

@@ -40,7 +40,7 @@ class Faults:
         self._lock = threading.Lock()
         #: A simulated network round trip, in seconds: what a client sends reaches the
         #: session this much later (and the greeting comes this much after connecting),
-        #: so each wait for a reply costs one round trip (see :mod:`smtplab.smtp.server`).
+        #: so each wait for a reply costs one round trip (see :mod:`smtplab.smtp.latency`).
         self.latency = 0.0
 
     def add(self, command: str, reply: str | None, times: int | None = 1) -> None:

@@ -2,7 +2,7 @@
 
 Handlers implement only the hooks they care about, as aiosmtpd intends. They
 decide policy (who may send to whom) and where a message goes next; the
-protocol itself stays in aiosmtpd and the recording in :mod:`smtplab.smtp.server`.
+protocol itself stays in aiosmtpd and the recording in :mod:`smtplab.smtp.session`.
 
 * :class:`MailboxHandler`, the MX role: accepts mail for its domains' users and
   stores it in their Maildirs (final delivery).
@@ -44,7 +44,8 @@ from smtplab.protocol.replies import (
 from smtplab.protocol.rules import count_received, normalize_newlines
 from smtplab.queue.delivery import DeliveryQueue
 from smtplab.queue.spool import QueuedRecipient
-from smtplab.smtp.server import LabEnvelope, RecordingSMTP, aiosmtpd_hooks
+from smtplab.smtp._aiosmtpd import ListsOnlyHooks
+from smtplab.smtp.session import LabEnvelope, RecordingSMTP
 
 if TYPE_CHECKING:
     from smtplab.senderauth.wiring import Decision
@@ -93,7 +94,7 @@ def received_header(
     )
 
 
-class RoleHandler:
+class RoleHandler(ListsOnlyHooks):
     """What every lab server does alike: EHLO extensions, MAIL, QUIT, hop counting."""
 
     max_hops = MAX_HOPS
@@ -104,9 +105,6 @@ class RoleHandler:
         self.host = host
         self.clock = clock
         self._ids = itertools.count(1)
-
-    def __dir__(self) -> list[str]:  # see server.aiosmtpd_hooks: read at every connection
-        return aiosmtpd_hooks(type(self))
 
     def next_id(self) -> str:
         return f"{next(self._ids):06X}"

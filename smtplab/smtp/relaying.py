@@ -27,7 +27,7 @@ from smtplab.mailstore.maildir import Maildir
 from smtplab.protocol.clock import LabClock
 from smtplab.queue.delivery import DeliveryQueue
 from smtplab.smtp.handlers import MailboxHandler, RoleHandler, SubmissionHandler, reverse_path
-from smtplab.smtp.server import LabEnvelope, RecordingSMTP
+from smtplab.smtp.session import LabEnvelope, RecordingSMTP
 
 
 class RelayHandler(SubmissionHandler):
