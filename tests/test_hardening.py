@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from smtp_peers import (
+from peers.smtp import (
     AUTH_PLAIN,
     RECIPIENT,
     ROLES,
@@ -727,7 +727,7 @@ def test_a_client_that_resets_leaves_no_error_for_asyncio_to_report(lab):
 STOPPING_AT_EXIT = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from smtp_peers import close_all
+from peers.smtp import close_all
 from test_hardening import STOP_STATES, after_quit, reset
 from smtplab import Lab
 
@@ -825,7 +825,7 @@ def test_a_full_spool_gets_451_4_3_0_never_250(lab, role, tiny_tmpfs):
 
 # -- crashes --------------------------------------------------------------------------------------
 def start_lab_process(root: Path, hold: bool) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    command = [sys.executable, str(TESTS / "smtp_peers.py"), str(root)]
+    command = [sys.executable, str(TESTS / "peers" / "smtp.py"), str(root)]
     process = subprocess.Popen(
         [*command, *(["--hold"] if hold else [])],
         stdout=subprocess.PIPE,

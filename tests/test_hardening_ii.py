@@ -26,7 +26,7 @@ from pathlib import Path
 import dns.message
 import dns.query
 import pytest
-from smtp_peers import Raw, wait_until
+from peers.smtp import Raw, wait_until
 
 from smtplab import InvalidInput, Lab, UnreadableMessage
 from smtplab.world import Domain, ServerSpec, User, World, default_world

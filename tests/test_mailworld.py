@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from smtp_peers import wait_until
+from peers.smtp import wait_until
 
 from smtplab import Lab
 from smtplab.protocol.dsn import summarize

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from smtp_peers import (
+from peers.smtp import (
     AUTH_PLAIN,
     PASSWORD,
     RECIPIENT,

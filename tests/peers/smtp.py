@@ -1,4 +1,4 @@
-"""Peers for the hardening tests: a raw SMTP client, sessions ready on each role, waits.
+"""SMTP peers for the tests: a raw SMTP client, sessions ready on each role, waits.
 
 :class:`Raw` is a bare client over a socket (plain, STARTTLS or implicit TLS)
 for what no well-behaved library would send: over-long lines, NUL bytes, bare
@@ -203,7 +203,7 @@ def hold_lab(root: str, hold: bool) -> None:
     """Run the default lab over ``root`` until killed; with ``hold``, its MX hosts are down.
 
     Prints one JSON line (``Lab.describe()``) once the lab is up. Run as
-    ``python tests/smtp_peers.py ROOT [--hold]``.
+    ``python tests/peers/smtp.py ROOT [--hold]``.
     """
     from smtplab import Lab
 
