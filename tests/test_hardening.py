@@ -35,6 +35,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from peers.smtp import (
     AUTH_PLAIN,
+    FAST,
     RECIPIENT,
     ROLES,
     SENDER,
@@ -42,7 +43,6 @@ from peers.smtp import (
     Closed,
     Raw,
     begin_data,
-    close_all,
     connect,
     files_under,
     greeted,
@@ -67,24 +67,10 @@ from smtplab.record.wirelog import parse_conversation
 from smtplab.smtp import server as lab_server
 from smtplab.world import LOOPBACK
 
-FAST = RetryPolicy(first_delay=0.05, factor=2.0, max_attempts=3, max_age=20.0)
+pytestmark = pytest.mark.lab(retry=FAST)
 SUBMISSION_ROLES = ["submission", "submissions"]
 TESTS = Path(__file__).parent
 TABLE = TESTS.parent / "docs" / "hardening.md"
-
-
-@pytest.fixture
-def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
-    with Lab(name=f"hardening-{request.node.name}", retry=FAST) as running:
-        yield running
-        close_all()
-
-
-@pytest.fixture(autouse=True)
-def _close_clients() -> Iterator[None]:
-    """Close every Raw client a test opened, whatever happened to it."""
-    yield
-    close_all()
 
 
 def stored(lab: Lab, address: str = RECIPIENT) -> int:
