@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from browser_helpers import ROOT, JupyterServer, make_lab_command, running
+from peers.jupyter import ROOT, JupyterServer, make_lab_command, running
 
 NOTIFICATION_PLUGIN = "@jupyterlab/apputils-extension:notification"
 
