@@ -18,7 +18,7 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 # JupyterLab with the settings the project ships in jupyter/settings/ (overrides.json:
 # no "news?" pop-up, no update check; Binder's postBuild installs the same file), and
 # --allow-root when run as root (containers, CI runners), which Jupyter otherwise refuses.
-# tests/browser_helpers.py starts its servers with this same command line (make -n lab).
+# tests/peers/jupyter.py starts its servers with this same command line (make -n lab).
 LAB_SETTINGS := $(CURDIR)/jupyter/settings
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 

@@ -11,7 +11,7 @@ differ:
   ``smtp.example.com`` (the only lab role that relays; it requires STARTTLS and
   AUTH and has no switch to turn them off). example.org's MX is pointed at the
   sink (``add_external`` + an MX replace), so the lab's queue relays there.
-* ``postfix``: a fresh :class:`~postfix.PrivatePostfix` with ``relayhost`` set
+* ``postfix``: a fresh :class:`~peers.postfix.PrivatePostfix` with ``relayhost`` set
   to the sink. By default its smtpd offers STARTTLS with a certificate of its
   own, so the client does the same TLS handshake against both relays; Postfix
   has no SASL backend here, so only the lab pays for AUTH (one exchange per
@@ -66,9 +66,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # peers/: shared with tests
 
 from measure import PeakSampler, machine, pss_kib, rss_kib  # bench/ is not a package: see sys.path
-from postfix import (
+from peers.postfix import (
     LOOPBACK,
     PostfixUnavailable,
     PrivatePostfix,

@@ -19,16 +19,16 @@ import dns.query
 import dns.resolver
 import pytest
 import spf
+from peers.smtp import FAST
 
 from smtplab import Lab
-from smtplab.queue.delivery import RetryPolicy
 from smtplab.senderauth import checks as auth_module
 from smtplab.senderauth import wiring as labauth
 from smtplab.senderauth.checks import DKIMKey, check_spf, dkim_sign, remove_results_claiming
 from smtplab.senderauth.spam import SpamFilter
 from smtplab.senderauth.wiring import LAB_DKIM_KEY
 
-FAST = RetryPolicy(first_delay=0.05, factor=2.0, max_attempts=2, max_age=10.0)
+pytestmark = pytest.mark.lab(retry=FAST, authenticity=True)
 KEEP_FAILURES = '"v=DMARC1; p=none"'  # report DMARC, store everything: to look at SPF or DKIM
 
 
@@ -66,10 +66,10 @@ def dns_asked(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, int]]
 
 
 @pytest.fixture
-def lab(request: pytest.FixtureRequest, dns_asked: list[tuple[str, int]]) -> Iterator[Lab]:
-    with Lab(name=f"auth-{request.node.name}", retry=FAST, authenticity=True) as running:
-        yield running
-    assert {port for _, port in dns_asked} <= {running.dns_server.port}
+def lab(lab: Lab, dns_asked: list[tuple[str, int]]) -> Iterator[Lab]:
+    """The shared lab; after the test, every DNS query it made went to its own server."""
+    yield lab
+    assert {port for _, port in dns_asked} <= {lab.dns_server.port}
 
 
 # -- helpers -----------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_helpers import (
+from peers.jupyter import (
     KERNEL_IDLE_JS,
     PICTURE_LIMIT,
     ROOT,

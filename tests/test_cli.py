@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from smtp_peers import wait_until
+from peers.smtp import wait_until
 
 from smtplab.cli import CLIError, build_parser, load_world, world_from_data
 from smtplab.tls.ca import LabSMTP

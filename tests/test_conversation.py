@@ -2,16 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
-from smtplab import Lab
-
-
-@pytest.fixture
-def lab(request: pytest.FixtureRequest):
-    with Lab(name=f"talk-{request.node.name}") as running:
-        yield running
-
 
 def test_greeting_helo_and_ehlo(lab):
     with lab.talk("mx1.example.org") as talk:

@@ -1,7 +1,7 @@
 """The delivery worker (smtplab.queue.delivery, .attempt) carrying out a settlement on a real lab.
 
 Most of the queue's behaviour is tested where the chapters use it (test_mailworld.py,
-test_relaying.py, test_hardening.py); what each decision is, in test_settle.py. Here:
+test_relaying.py, test_queue.py); what each decision is, in test_settle.py. Here:
 the paths no other test takes.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from smtp_peers import wait_until
+from peers.smtp import wait_until
 
 from smtplab import Lab
 from smtplab.queue.delivery import RetryPolicy

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import socket
 import time
 from collections.abc import Iterator
@@ -17,7 +18,9 @@ import dns.resolver
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from peers.smtp import Raw, wait_until
 
+from smtplab import Lab
 from smtplab.dns.server import DNSQuery, LabDNSServer, Record, RecordStore, answer, make_resolver
 
 
@@ -295,3 +298,86 @@ def test_answer_survives_corrupted_queries(name: str, rdtype: str, data: st.Data
     out = answer(FROZEN_STORE, bytes(wire), udp=True)
     if out is not None:
         assert out[:2] == wire[:2] and out[2] & 0x80  # same id, QR set
+
+
+# -- a flood of idle TCP connections (docs/hardening.md) ----------------------------------------
+FLOOD = 3000
+
+
+def idle_connection(where: tuple[str, int]) -> socket.socket:
+    """A connection that sends nothing, non-blocking so that :func:`is_open` never waits."""
+    sock = socket.create_connection(where, timeout=10)
+    sock.setblocking(False)
+    return sock
+
+
+def is_open(sock: socket.socket) -> bool:
+    """Whether the server still holds this connection (a closed one reads as EOF or a reset)."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:  # nothing to read, and not closed
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def descriptors() -> Iterator[int]:
+    """Room for the flood in this process: the soft limit on open files, raised if needed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = FLOOD + 1000
+    if soft < wanted and (hard == resource.RLIM_INFINITY or hard >= wanted):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    try:
+        yield min(FLOOD, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 500)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.slow
+@pytest.mark.hardening
+def test_a_flood_of_idle_dns_tcp_connections_is_capped_and_timed_out(descriptors):
+    """RFC 7766 §6.2.3 (close idle connections; the timer restarts only on a whole message)
+    and §6.2.2, §10 (limit concurrent connections): 3000 idle connections leave at most the cap
+    open, a new query is still answered, the SMTP servers of the same process still greet, and
+    the idle ones are closed once the idle timeout has passed."""
+    with Lab(name="dns-flood") as lab:
+        server = lab.dns_server
+        server.tcp_idle_timeout = 3.0
+        where = (server.host, server.port)
+        flood = []
+        try:
+            for _ in range(descriptors):
+                flood.append(idle_connection(where))
+            cap = server.max_tcp_connections
+            wait_until(lambda: sum(map(is_open, flood)) <= cap, 30, "at most the cap stays open")
+            smtp = Raw(lab.server("mx1.example.org").port)  # the same process: no EMFILE
+            assert smtp.code() == 220
+            smtp.close()
+            query = dns.message.make_query("example.org", "MX")
+            answer = dns.query.tcp(query, server.host, port=server.port, timeout=5)
+            assert sorted(rr.to_text() for rr in answer.answer[0]) == [
+                "10 mx1.example.org.",
+                "20 mx2.example.org.",
+            ]
+            # a connection that asks whole queries stays; one that drips half a query does not
+            busy = socket.create_connection(where, timeout=5)
+            drip = idle_connection(where)
+            wire = query.to_wire()
+            message = len(wire).to_bytes(2, "big") + wire
+            drip.sendall(message[:5])
+            started = time.monotonic()
+            while time.monotonic() - started < server.tcp_idle_timeout + 1:
+                busy.sendall(message)
+                assert len(busy.recv(65535)) > 2
+                if is_open(drip):
+                    drip.sendall(message[5:6])  # a byte now and then: never a whole message
+                time.sleep(0.5)  # the pace of a client that keeps asking
+            busy.setblocking(False)
+            assert is_open(busy)  # active for longer than the idle timeout: still served
+            wait_until(lambda: not any(map(is_open, [*flood, drip])), 15, "idle ones closed")
+            busy.close()
+            drip.close()
+        finally:
+            for sock in flood:
+                sock.close()

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import smtplib
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from smtp_peers import wait_until
+from peers.smtp import FAST, wait_until
 
 from smtplab import Lab
 from smtplab.protocol.dsn import summarize
@@ -16,13 +15,7 @@ from smtplab.queue.delivery import RetryPolicy
 from smtplab.queue.spool import QueuedRecipient
 from smtplab.world import LOOPBACK, Domain, ServerSpec, User, World, default_world
 
-FAST = RetryPolicy(first_delay=0.05, factor=2.0, max_attempts=3, max_age=20.0)
-
-
-@pytest.fixture
-def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
-    with Lab(name=f"world-{request.node.name}", retry=FAST) as running:
-        yield running
+pytestmark = pytest.mark.lab(retry=FAST)
 
 
 def kinds(result) -> list[str]:

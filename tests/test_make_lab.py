@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from browser_helpers import ROOT, JupyterServer, make_lab_command, running
+from peers.jupyter import ROOT, JupyterServer, make_lab_command, running
 
 NOTIFICATION_PLUGIN = "@jupyterlab/apputils-extension:notification"
 
@@ -29,7 +29,7 @@ def get_json(server: JupyterServer, path: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def make_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
+def make_lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
     """The server of ``make lab``'s command line, answering."""
     command = make_lab_command()
     assert command[1:2] == ["lab"] and "notebooks/00-index.ipynb" in command, command
@@ -38,16 +38,18 @@ def make_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer
         yield server
 
 
-def test_make_lab_starts_jupyterlab_for_this_user_and_root_too(make_lab: JupyterServer):
-    assert get_json(make_lab, "/api/status")["started"]
-    assert "Running as root is not recommended" not in "\n".join(make_lab.log)
+def test_make_lab_starts_jupyterlab_for_this_user_and_root_too(make_lab_server: JupyterServer):
+    assert get_json(make_lab_server, "/api/status")["started"]
+    assert "Running as root is not recommended" not in "\n".join(make_lab_server.log)
     if os.geteuid() == 0:
-        assert "--allow-root" in make_lab.command
+        assert "--allow-root" in make_lab_server.command
 
 
-def test_make_lab_serves_the_shipped_settings_no_news_and_no_update_check(make_lab: JupyterServer):
+def test_make_lab_serves_the_shipped_settings_no_news_and_no_update_check(
+    make_lab_server: JupyterServer,
+):
     """jupyter/settings/overrides.json: JupyterLab neither asks about news nor checks updates."""
-    schema = get_json(make_lab, f"/lab/api/settings/{NOTIFICATION_PLUGIN}")["schema"]
+    schema = get_json(make_lab_server, f"/lab/api/settings/{NOTIFICATION_PLUGIN}")["schema"]
     defaults = {name: spec["default"] for name, spec in schema["properties"].items()}
     assert defaults["fetchNews"] == "false", "JupyterLab would ask about Jupyter news"
     assert defaults["checkForUpdates"] is False, "JupyterLab would check for updates online"

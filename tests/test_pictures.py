@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from IPython.core.formatters import DisplayFormatter
 from test_browser import CHROMIUM, CHROMIUM_ARGS
-from test_hardening_ii import nested_multipart
+from test_reader import nested_multipart
 
 import smtplab
 from smtplab import (

@@ -1,7 +1,7 @@
 """The sessions' protocol decisions (smtplab/smtp/policy.py), as tables: no sockets.
 
 Each table lists inputs and the decision expected of them, in the style of h11's
-test_state.py; the behaviour tests (test_hardening*.py) show the same rules on the wire.
+test_state.py; the behaviour tests (test_session.py) show the same rules on the wire.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The lab talks to a real MTA: Postfix relays into the lab, the lab relays into smtp-sink.
 
-Both tests use bench/postfix.py: a private Postfix instance (its own main.cf,
+Both tests use tests/peers/postfix.py: a private Postfix instance (its own main.cf,
 queue and log in a temporary folder, listening on 127.0.0.1 only, never using
 DNS) and Postfix's smtp-sink. They need Debian's postfix package and root
 (Postfix's daemons drop to the postfix user); otherwise they are skipped.
@@ -8,10 +8,8 @@ DNS) and Postfix's smtp-sink. They need Debian's postfix package and root
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import smtplib
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,22 +17,16 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from peers import postfix as postfix_peer
 
 from smtplab import Lab
-
-_PATH = Path(__file__).resolve().parent.parent / "bench" / "postfix.py"
-_spec = importlib.util.spec_from_file_location("smtplab_bench_postfix", _PATH)
-assert _spec is not None and _spec.loader is not None
-bench_postfix = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = bench_postfix
-_spec.loader.exec_module(bench_postfix)
 
 
 def _unavailable() -> str | None:
     try:
-        bench_postfix.postfix_binary()
-        bench_postfix.sbin("smtp-sink")
-    except bench_postfix.PostfixUnavailable as error:
+        postfix_peer.postfix_binary()
+        postfix_peer.sbin("smtp-sink")
+    except postfix_peer.PostfixUnavailable as error:
         return str(error)
     return None
 
@@ -68,9 +60,9 @@ def _point_mx_at_sink(lab: Lab, port: int) -> None:
 def test_postfix_relays_into_the_lab_mx(scratch: Path) -> None:
     with Lab(name="test-postfix-into-lab") as lab:
         mx_port = lab.server("mx1.example.org").port
-        with bench_postfix.PrivatePostfix(
+        with postfix_peer.PrivatePostfix(
             scratch / "postfix",
-            listen_port=bench_postfix.free_port(),
+            listen_port=postfix_peer.free_port(),
             relay_to=("127.0.0.1", mx_port),
             relay_domains=["example.org"],
         ) as postfix:
@@ -88,7 +80,7 @@ def test_postfix_relays_into_the_lab_mx(scratch: Path) -> None:
                 lambda w: (
                     w.view == "server"
                     and w.server == "mx1.example.org"
-                    and w.client == bench_postfix.HOSTNAME
+                    and w.client == postfix_peer.HOSTNAME
                 ),
                 TIMEOUT,
             )
@@ -100,14 +92,14 @@ def test_postfix_relays_into_the_lab_mx(scratch: Path) -> None:
         assert received is not None and len(received) >= 2
         lab_hop, postfix_hop = received[0], received[1]
         assert "by mx1.example.org (smtplab)" in lab_hop
-        assert f"from {bench_postfix.HOSTNAME}" in lab_hop
-        assert f"by {bench_postfix.HOSTNAME} (Postfix)" in postfix_hop
+        assert f"from {postfix_peer.HOSTNAME}" in lab_hop
+        assert f"by {postfix_peer.HOSTNAME} (Postfix)" in postfix_hop
         assert "from client.example.net" in postfix_hop
         assert stored[0].message["Message-ID"] == "<interop.1@example.net>"
 
 
 def test_lab_queue_relays_into_smtp_sink(scratch: Path) -> None:
-    with bench_postfix.SmtpSink(scratch / "sink") as sink, Lab(name="test-lab-into-sink") as lab:
+    with postfix_peer.SmtpSink(scratch / "sink") as sink, Lab(name="test-lab-into-sink") as lab:
         _point_mx_at_sink(lab, sink.port)
         result = lab.send("alice@example.com", "bob@example.org", "To the sink", "Hello smtp-sink")
         assert result.ok, result.summary()

@@ -1,6 +1,7 @@
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import LINE, TEXT
 
 from smtplab.protocol.rules import (
     command_verb,
@@ -11,6 +12,7 @@ from smtplab.protocol.rules import (
     parse_reply_line,
     reply_meaning,
     split_enhanced,
+    with_enhanced_code,
 )
 
 
@@ -105,3 +107,50 @@ def test_paths_follow_the_rfc_5321_grammar(text, expected):
 @pytest.mark.parametrize("text", NOT_PATHS)
 def test_malformed_paths_are_refused(text):
     assert parse_path(text) is None
+
+
+# -- properties: any input, never a crash (docs/hardening.md) ----------------------------------
+@pytest.mark.hardening
+@given(st.text(max_size=60))
+def test_any_text_parses_as_a_reply_line_or_none_and_codes_are_added_once(text):
+    """RFC 5321 §4.2 reply syntax, RFC 2034 §3: never crashes; enhancing is idempotent."""
+    parsed = parse_reply_line(text)
+    enhanced = with_enhanced_code(text)
+    assert with_enhanced_code(enhanced) == enhanced
+    if parsed is not None:
+        again = parse_reply_line(enhanced)
+        assert again is not None and (again.code, again.last) == (parsed.code, parsed.last)
+
+
+@pytest.mark.hardening
+@given(st.integers(200, 599), TEXT)
+def test_a_rendered_reply_line_parses_back(code, text):
+    """RFC 5321 §4.2: ``NNN text`` round-trips through the parser, enhanced code split off."""
+    for last in (True, False):
+        line = f"{code}{' ' if last else '-'}{text}"
+        parsed = parse_reply_line(line)
+        assert parsed is not None and (parsed.code, parsed.last, parsed.text) == (code, last, text)
+        enhanced = parse_reply_line(with_enhanced_code(line))
+        assert enhanced is not None and (enhanced.code, enhanced.last) == (code, last)
+        status = split_enhanced(enhanced.text)[0]
+        if split_enhanced(text)[0] is None:  # (a text may already open with, say, "2.0.0")
+            assert (status is not None) == (code // 100 != 3)  # RFC 3463 §3.1: 2, 4, 5
+
+
+@pytest.mark.hardening
+@given(st.lists(LINE, max_size=12))
+def test_dot_stuffing_round_trips_any_bytes_and_never_ends_early(lines):
+    """RFC 5321 §4.5.2: stuffed data has no early CRLF.CRLF and unstuffs to the same bytes."""
+    body = b"".join(line + b"\r\n" for line in lines)
+    wire = dot_stuff(body)
+    assert (b"\r\n" + wire).find(b"\r\n.\r\n") == len(wire) - 3
+    assert dot_unstuff(wire) == body
+
+
+@pytest.mark.hardening
+@given(st.binary(max_size=80))
+def test_normalised_newlines_are_crlf_only_and_idempotent(data):
+    """RFC 5321 §2.3.8: after normalising, every CR and LF is part of a CRLF."""
+    out = normalize_newlines(data)
+    assert out.count(b"\r") == out.count(b"\n") == out.count(b"\r\n")
+    assert normalize_newlines(out) == out

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_mailworld import FAST
+from peers.smtp import FAST
 
 from smtplab import Lab
 from smtplab.protocol.dsn import summarize
@@ -26,10 +25,7 @@ from smtplab.world import ServerSpec, World, default_world
 UTF8_SUBJECT = "From: alice@example.com\r\nTo: bob@example.org\r\nSubject: Grüße\r\n\r\nHallo\r\n"
 
 
-@pytest.fixture
-def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
-    with Lab(name=f"relaying-{request.node.name}", retry=FAST) as running:
-        yield running
+pytestmark = pytest.mark.lab(retry=FAST)
 
 
 def relay_world() -> World:

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterator
 
 import pytest
-from smtp_peers import (
+from peers.smtp import (
     AUTH_PLAIN,
     PASSWORD,
     RECIPIENT,
     ROLES,
     SENDER,
     Raw,
-    close_all,
     connect,
     greeted,
     ready,
@@ -35,18 +33,6 @@ from smtplab.record.wirelog import WireLog
 SUBMISSION_ROLES = ["submission", "submissions"]
 #: An enhanced status code opening a reply's text (RFC 3463 §2).
 ENHANCED = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}( |$)")
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    with Lab(name="test-replies") as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def _close_clients() -> Iterator[None]:
-    yield
-    close_all()
 
 
 def is_reply(line: str, reply: ServerReply) -> bool:

@@ -16,7 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from smtp_peers import wait_until
+from peers.smtp import wait_until
 
 from smtplab import Lab
 from smtplab.mailstore import dovecot as dovecot_module

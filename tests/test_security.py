@@ -13,12 +13,6 @@ from smtplab.record.transcript import TLSStarted
 from smtplab.world import LOOPBACK
 
 
-@pytest.fixture
-def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
-    with Lab(name=f"security-{request.node.name}") as running:
-        yield running
-
-
 class Raw:
     """A bare SMTP client over a socket: for what smtplib would never send."""
 

@@ -17,7 +17,7 @@ from html.parser import HTMLParser
 
 import nbformat
 import pytest
-from browser_helpers import (
+from peers.jupyter import (
     PICTURE_LIMIT,
     ROOT,
     SHOTS,

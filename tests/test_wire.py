@@ -1,8 +1,13 @@
 """The wire parser turns recorded bytes into events, following the server's rules."""
 
-from hypothesis import given
-from hypothesis import strategies as st
+from typing import Any
 
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import LINE, TEXT
+
+from smtplab.protocol.rules import dot_stuff
 from smtplab.record.transcript import Command, Data, Note, Reply
 from smtplab.record.wirelog import WireLog, parse_conversation
 
@@ -119,3 +124,56 @@ def test_commands_injected_before_the_tls_handshake_are_shown_as_discarded():
     assert any(
         isinstance(e, Note) and "6 bytes sent before TLS were discarded" in e.text for e in events
     )
+
+
+# -- properties: what is rendered parses back (docs/hardening.md) -----------------------------
+COMMANDS = st.sampled_from(["EHLO c.example", "MAIL FROM:<a@b.example>", "RCPT TO:<c@d>", "NOOP"])
+REPLIES = st.tuples(
+    st.integers(200, 599).filter(lambda c: c != 354), st.lists(TEXT, min_size=1, max_size=3)
+)
+EXCHANGES = st.lists(
+    st.one_of(st.tuples(COMMANDS, REPLIES), st.lists(LINE, max_size=5)), max_size=8
+)
+
+
+@pytest.mark.hardening
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(EXCHANGES, st.lists(st.integers(1, 50), min_size=1, max_size=10))
+def test_a_rendered_conversation_parses_back_however_it_is_cut(exchanges, cuts):
+    """The wire parser (RFC 5321 §4.1, §4.2, §4.5.2) gives back what was said, in any chunking."""
+    expected: list[Any] = []
+    chunks: list[tuple[str, bytes]] = [("server", b"220 s ESMTP\r\n")]
+    for exchange in exchanges:
+        if isinstance(exchange, tuple):
+            command, (code, texts) = exchange
+            reply = b"".join(
+                f"{code}{'-' if i < len(texts) - 1 else ' '}{t}\r\n".encode()
+                for i, t in enumerate(texts)
+            )
+            chunks += [("client", f"{command}\r\n".encode()), ("server", reply)]
+            expected += [command, (code, tuple(texts))]
+        else:
+            body = b"".join(line + b"\r\n" for line in exchange)
+            chunks += [("client", b"DATA\r\n"), ("server", b"354 go\r\n")]
+            chunks += [("client", dot_stuff(body)), ("server", b"250 ok\r\n")]
+            expected += ["DATA", (354, ("go",)), dot_stuff(body), (250, ("ok",))]
+    recut: list[tuple[float, Any, bytes]] = []
+    for side, data in chunks:  # cut each side's bytes at arbitrary points
+        position = 0
+        for cut in cuts:
+            if position >= len(data):
+                break
+            recut.append((0.0, side, data[position : position + cut]))
+            position += cut
+        if position < len(data):
+            recut.append((0.0, side, data[position:]))
+    events = parse_conversation("c", "s", recut)
+    got: list[Any] = []
+    for event in events:
+        if isinstance(event, Command):
+            got.append(event.line)
+        elif isinstance(event, Reply):
+            got.append((event.code, event.texts))
+        elif isinstance(event, Data):
+            got.append(event.wire)
+    assert got == [(220, ("s ESMTP",)), *expected]

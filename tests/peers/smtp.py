@@ -1,10 +1,12 @@
-"""Peers for the hardening tests: a raw SMTP client, sessions ready on each role, waits.
+"""SMTP peers for the tests: a raw SMTP client, sessions ready on each role, waits.
 
 :class:`Raw` is a bare client over a socket (plain, STARTTLS or implicit TLS)
 for what no well-behaved library would send: over-long lines, NUL bytes, bare
 line ends, commands before the banner. :func:`ready` opens a session on a
 server role that is ready for ``MAIL FROM:<alice@example.com>``: EHLO on the MX,
 STARTTLS + EHLO + AUTH on submission (587), AUTH on submissions (465).
+
+:func:`stored` and :func:`nothing_kept` say what a lab kept once its queues settled.
 
 :func:`hold_lab` is the body of a separate process that runs a lab over a
 folder that outlives it, for the crash test (the test kills it with SIGKILL).
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from smtplab import RetryPolicy
 from smtplab.world import LOOPBACK
 
 #: The server each role is tested on, in the default world.
@@ -34,11 +37,15 @@ ROLES = {
     "submission": "smtp.example.com",
     "submissions": "smtps.example.com",
 }
+#: The roles that take mail from users: STARTTLS then AUTH (587), implicit TLS then AUTH (465).
+SUBMISSION_ROLES = ["submission", "submissions"]
 SENDER = "alice@example.com"
 PASSWORD = "alice-lab-pw"
 RECIPIENT = "bob@example.org"
 AUTH_PLAIN = b"AUTH PLAIN " + base64.b64encode(f"\0{SENDER}\0{PASSWORD}".encode()) + b"\r\n"
 WRONG_PLAIN = b"AUTH PLAIN " + base64.b64encode(f"\0{SENDER}\0wrong".encode()) + b"\r\n"
+#: A retry policy for tests: the first retry after 50 ms, three attempts, 20 s at most.
+FAST = RetryPolicy(first_delay=0.05, factor=2.0, max_attempts=3, max_age=20.0)
 
 
 #: Every Raw client not yet closed by :func:`close_all`.
@@ -189,6 +196,25 @@ def files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
+def stored(lab: Any, address: str = RECIPIENT) -> int:
+    """Messages in the mailbox once every queue has settled (so nothing is still on its way)."""
+    lab.settle(10)
+    return len(lab.mailbox(address))
+
+
+def nothing_kept(lab: Any) -> bool:
+    """No message anywhere: no queue entry, no spool file (even partial), no mailbox file."""
+    lab.settle(10)
+    return not files_under(lab.root / "spool") and not files_under(lab.root / "mail")
+
+
+def received_headers(count: int) -> bytes:
+    """``count`` Received: lines, as ``count`` hops would have added them (RFC 5321 §6.3)."""
+    return b"".join(
+        b"Received: from a by b; Mon, 2 Nov 2026 09:00:00 +0000\r\n" for _ in range(count)
+    )
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
     """Poll ``predicate`` until it holds; TimeoutError after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -203,7 +229,7 @@ def hold_lab(root: str, hold: bool) -> None:
     """Run the default lab over ``root`` until killed; with ``hold``, its MX hosts are down.
 
     Prints one JSON line (``Lab.describe()``) once the lab is up. Run as
-    ``python tests/smtp_peers.py ROOT [--hold]``.
+    ``python tests/peers/smtp.py ROOT [--hold]``.
     """
     from smtplab import Lab
 

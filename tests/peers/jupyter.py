@@ -52,7 +52,7 @@ import nbformat
 
 from smtplab.view.widgets.compose import AUTOMATIC
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
 LISTENING = re.compile(r"http://127\.0\.0\.1:(\d+)/")
