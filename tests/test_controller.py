@@ -1,11 +1,11 @@
-"""LabController (smtplab/smtp/controller.py): how the lab's servers start and stop.
+"""LabController (smtplab/smtp/controller.py): how the lab's servers start, cap and stop.
 
 Starting: aiosmtpd's controller opens one connection of its own on start, to see the
 server answer. After ``LabServer.down()`` and ``up()`` the port is the old one on purpose,
 and a queue retrying it may connect before that probe does (issue 15 item 8), so the probe
-is told by its socket. Stopping, whatever the sessions are doing: every connection is hung
-up on, every port freed, within a deadline, and nothing is printed afterwards.
-docs/hardening.md lists every case with its test id.
+is told by its socket. Connections over the cap get 421. Stopping, whatever the sessions
+are doing: every connection is hung up on, every port freed, within a deadline, and
+nothing is printed afterwards. docs/hardening.md lists every case with its test id.
 """
 
 from __future__ import annotations
@@ -44,6 +44,29 @@ from smtplab.world import LOOPBACK
 
 pytestmark = [pytest.mark.lab(retry=FAST), pytest.mark.hardening]
 TESTS = Path(__file__).parent
+
+
+# -- connections ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("role", ROLES)
+def test_one_connection_over_the_cap_gets_421_4_7_0(lab, role):
+    """RFC 5321 §3.8 and §4.2.2 (421 instead of the banner), RFC 3463 4.7.0; slots free up."""
+    host = ROLES[role]
+    lab.server(host).reconfigure(max_connections=2)
+    first, second = greeted(lab, role), greeted(lab, role)
+    extra = connect(lab, role)
+    assert extra.last().startswith(f"421 4.7.0 {host} ")
+    assert extra.is_closed()
+    first.send(b"QUIT\r\n")
+    assert first.code() == 221
+    first.close()
+    extra.close()
+    lab.transcripts(host, at_least=2)  # the server has let both go
+    again = greeted(lab, role)
+    second.send(b"NOOP\r\n")
+    again.send(b"NOOP\r\n")
+    assert second.code() == again.code() == 250
+    for client in (first, second, again, extra):
+        client.close()
 
 
 # -- stopping -------------------------------------------------------------------------------------

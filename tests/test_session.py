@@ -375,29 +375,6 @@ def test_a_client_that_disconnects_during_data_leaves_no_partial_file(lab, role)
     assert nothing_kept(lab)
 
 
-# -- connections ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("role", ROLES)
-def test_one_connection_over_the_cap_gets_421_4_7_0(lab, role):
-    """RFC 5321 §3.8 and §4.2.2 (421 instead of the banner), RFC 3463 4.7.0; slots free up."""
-    host = ROLES[role]
-    lab.server(host).reconfigure(max_connections=2)
-    first, second = greeted(lab, role), greeted(lab, role)
-    extra = connect(lab, role)
-    assert extra.last().startswith(f"421 4.7.0 {host} ")
-    assert extra.is_closed()
-    first.send(b"QUIT\r\n")
-    assert first.code() == 221
-    first.close()
-    extra.close()
-    lab.transcripts(host, at_least=2)  # the server has let both go
-    again = greeted(lab, role)
-    second.send(b"NOOP\r\n")
-    again.send(b"NOOP\r\n")
-    assert second.code() == again.code() == 250
-    for client in (first, second, again, extra):
-        client.close()
-
-
 # -- load -----------------------------------------------------------------------------------------
 LOAD_CLIENTS = 50
 LOAD_MESSAGES = 100
