@@ -72,7 +72,7 @@ def test_the_picture_is_above_the_cell_and_made_from_the_current_widget(shot: Da
     assert shot.png.stat().st_size <= PICTURE_LIMIT, f"{shot.png.name} is too big"
     made_from = shot.stamp.read_text(encoding="utf-8").strip()
     assert made_from == screenshot_inputs(shot), (
-        f"{shot.png.name} shows an older dashboard: the widget's code (smtplab/view/widgets/), "
+        f"{shot.png.name} shows an older dashboard: the view's code (smtplab/view/), "
         f"the chapter's lab or {UI_CELL} cell, or the shot changed since. {MAKE_SCREENSHOTS}"
     )
 

@@ -288,7 +288,7 @@ def run_notebook(
 
 # -- pictures of the dashboard, for readers who do not run the cells -----------------------------
 SCREENSHOTS = ROOT / "notebooks" / "images"
-WIDGET_CODE = ROOT / "smtplab" / "view" / "widgets"
+VIEW_CODE = ROOT / "smtplab" / "view"  # the widgets and the drawings the Path tab shows
 UI_CELL = "lab.ui()"
 PICTURE_LIMIT = 150_000  # bytes of one picture of the dashboard
 
@@ -334,10 +334,11 @@ def chapter_cells(chapter: str) -> tuple[str, str]:
 
 
 def screenshot_inputs(shot: DashboardShot) -> str:
-    """A hash of everything the picture shows: the widget's code, the two cells, the shot."""
+    """A hash of everything the picture shows: the view's code, the two cells, the shot."""
     digest = hashlib.sha256()
-    for path in sorted(WIDGET_CODE.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in sorted(VIEW_CODE.rglob("*.py")):
+        name = path.relative_to(VIEW_CODE).as_posix()
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     for source in chapter_cells(shot.chapter):
         digest.update(source.encode() + b"\0")
     digest.update(repr(shot).encode())
