@@ -137,13 +137,13 @@ class Attempts:
         try:
             self._settle(entry, results)
         except Exception as again:
-            delay = self.policy.delay(entry.attempts)
-            later = replace(entry, next_attempt=time.time() + delay)
+            delay, now = self.policy.delay(entry.attempts), time.time()
+            later = replace(entry, next_attempt=now + delay)
             text = (
                 f"attempt {entry.attempts} failed ({why}; then {type(again).__name__} "
                 f"while settling it); retry in {delay:g} s"
             )
-            self.step(later, "retry", text, retry_at=later.next_attempt)
+            self.step(later, "retry", text, retry_at=later.next_attempt, at=now)
             self.schedule([later])
 
     def _settle(self, entry: QueueEntry, handoffs: dict[str, Handoff]) -> None:
@@ -173,7 +173,8 @@ class Attempts:
             self.step(later, "held", text, addresses, notices=notices)
         else:
             text = f"attempt {later.attempts} failed ({reason}); retry in {decision.delay:g} s"
-            self.step(later, "retry", text, addresses, retry_at=later.next_attempt, notices=notices)
+            due = later.next_attempt
+            self.step(later, "retry", text, addresses, retry_at=due, at=now, notices=notices)
         self.spool.update(later)
         self.schedule([later])
 
@@ -217,13 +218,17 @@ class Attempts:
         *,
         wire: WireLog | None = None,
         retry_at: float | None = None,
+        at: float | None = None,
         notices: tuple[Step, ...] = (),
     ) -> None:
         """Report a step of ``entry`` (about all its recipients unless others are named),
-        and after it, at once, the ``notices`` it caused (:meth:`Notices.notify`)."""
+        and after it, at once, the ``notices`` it caused (:meth:`Notices.notify`). A retry
+        passes the clock reading its ``retry_at`` was computed from as ``at``, so that
+        ``retry_at - at`` is the wait the policy chose, however long the notices took."""
         if recipients is None:
             recipients = tuple(r.address for r in entry.recipients)
-        step = Step(kind, self.host, text, recipients, wire, entry.qid, retry_at)
+        made = time.time() if at is None else at
+        step = Step(kind, self.host, text, recipients, wire, entry.qid, retry_at, made)
         self.journeys.add(entry.message_id, step, *notices)
 
 

@@ -91,8 +91,9 @@ def _seconds(value: float) -> str:
 
 
 def _scheduled(retry: Step) -> float:
-    """The wait a retry step scheduled, as the queue's policy wrote it: two significant
-    digits (0.2, 1.5, 16), which the microseconds between its clock reads cannot change."""
+    """The wait a retry step scheduled, as the queue's policy wrote it (0.2, 1.5, 16). The
+    queue computes ``retry_at`` from the step's own ``at``; two significant digits only
+    drop the float noise of that subtraction."""
     assert retry.retry_at is not None
     return float(f"{retry.retry_at - retry.at:.2g}")
 
