@@ -17,7 +17,9 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-END_OF_DATA = "END-OF-DATA"
+#: What a fault rule names for the moment after the final dot, before the server answers
+#: (``fail("END-OF-DATA", ...)``): not a command, the point at which DATA's reply is due.
+AT_END_OF_DATA = "END-OF-DATA"
 
 
 @dataclass
