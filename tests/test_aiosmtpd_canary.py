@@ -133,14 +133,14 @@ METHODS = [
         "auth_PLAIN",
         True,
         ("self", "_", "args"),
-        "RecordingSMTP.auth_PLAIN checks the authzid (RFC 4616 §2) and reads its own lines",
+        "AuthenticatingSession.auth_PLAIN (smtp/auth.py) checks the authzid (RFC 4616 §2)",
     ),
     Method(
         SMTP,
         "auth_LOGIN",
         True,
         ("self", "_", "args"),
-        "RecordingSMTP.auth_LOGIN sends Username:/Password: and reads its own lines",
+        "AuthenticatingSession.auth_LOGIN (smtp/auth.py) sends Username:/Password:",
     ),
     Method(
         SMTP,

@@ -39,12 +39,12 @@ from aiosmtpd.controller import Controller, _server_to_client_ssl_ctx
 from aiosmtpd.smtp import SMTP, Envelope
 
 from smtplab.protocol import replies
-from smtplab.protocol.replies import ServerReply
+from smtplab.protocol.replies import SMTPReply
 
 #: aiosmtpd's stock replies that the lab answers differently: (command, aiosmtpd's text)
 #: → the lab's reply; ``*`` stands for any command. aiosmtpd has no names for its replies,
 #: so they are matched by wording (the canary checks aiosmtpd still says each).
-STOCK_REPLIES: dict[tuple[str, str], ServerReply] = {
+STOCK_REPLIES: dict[tuple[str, str], SMTPReply] = {
     ("*", "502 5.5.1 Too many unrecognized commands, goodbye."): replies.TOO_MANY_UNKNOWN,
     ("MAIL", "553 5.1.3 Error: malformed address"): replies.BAD_SENDER_SYNTAX,
     ("RCPT", "553 5.1.3 Error: malformed address"): replies.BAD_RECIPIENT_SYNTAX,

@@ -246,7 +246,6 @@ class RecordingSMTP(AuthenticatingSession):
             self._answering_ehlo = False
         if hostname:
             self._said_ehlo = True
-        if hostname:
             for verb, extra in line_allowances(self.extensions).items():
                 self.command_size_limits[verb] += extra
 
