@@ -184,7 +184,7 @@ class RecordingSMTP(AuthenticatingSession):
     def requires_tls_for_auth(self) -> bool:
         """Whether AUTH waits for TLS on this connection (port 587 before STARTTLS)."""
         return requires_tls_for_auth(
-            auth_require_tls=self.auth_require_tls, over_tls=self._over_tls()
+            auth_require_tls=self.tls_before_auth, over_tls=self._over_tls()
         )
 
     def _over_tls(self) -> bool:
