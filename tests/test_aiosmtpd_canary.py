@@ -31,6 +31,7 @@ from aiosmtpd.smtp import SMTP, Envelope, LoginPassword, Session
 
 import smtplab
 from smtplab.smtp._aiosmtpd import STOCK_REPLIES, aiosmtpd_hooks
+from smtplab.smtp.session import RecordingSMTP
 
 VERSION = f"aiosmtpd {aiosmtpd.__version__}"
 
@@ -133,14 +134,14 @@ METHODS = [
         "auth_PLAIN",
         True,
         ("self", "_", "args"),
-        "RecordingSMTP.auth_PLAIN checks the authzid (RFC 4616 §2) and reads its own lines",
+        "AuthenticatingSession.auth_PLAIN (smtp/auth.py) checks the authzid (RFC 4616 §2)",
     ),
     Method(
         SMTP,
         "auth_LOGIN",
         True,
         ("self", "_", "args"),
-        "RecordingSMTP.auth_LOGIN sends Username:/Password: and reads its own lines",
+        "AuthenticatingSession.auth_LOGIN (smtp/auth.py) sends Username:/Password:",
     ),
     Method(
         SMTP,
@@ -262,7 +263,7 @@ ATTRIBUTES = [
         "_auth_require_tls",
         "the auth_require_tls= argument (True by default)",
         lambda value: value is True,
-        "AiosmtpdSession.auth_require_tls, read by RecordingSMTP.requires_tls_for_auth: "
+        "AiosmtpdSession.tls_before_auth, read by RecordingSMTP.requires_tls_for_auth: "
         "MAIL before STARTTLS on 587 gets 530 5.7.0 Must issue a STARTTLS command first",
     ),
     Attribute(
@@ -566,6 +567,17 @@ def test_sessions_find_commands_mechanisms_and_hooks_only_by_names_the_lab_lists
         "which aiosmtpd_hooks (smtplab/smtp/_aiosmtpd.py) hides from dir() of sessions and "
         "handlers"
     )
+
+
+def test_the_lab_session_offers_only_its_own_commands_and_mechanisms():
+    """aiosmtpd takes every ``auth_*`` attribute of a session for an AUTH mechanism (and
+    every ``smtp_*`` for a command): a hook named so would be offered to clients (an
+    ``auth_require_tls`` property once made EHLO say ``AUTH LOGIN PLAIN require_tls``)."""
+    hooks = aiosmtpd_hooks(RecordingSMTP)
+    assert [name for name in hooks if name.startswith("auth_")] == ["auth_LOGIN", "auth_PLAIN"]
+    lab_commands = {name for name in hooks if name.startswith("smtp_")} - set(dir(SMTP))
+    assert lab_commands == set(), f"commands aiosmtpd does not have: {sorted(lab_commands)}"
+    assert [name for name in hooks if name.startswith("handle_")] == ["handle_exception"]
 
 
 def test_session_and_envelope_still_carry_what_the_handlers_read(

@@ -26,7 +26,7 @@ from peers.smtp import (
 from smtplab import Lab
 from smtplab.protocol import replies
 from smtplab.protocol.dsn import RecipientStatus, Report, build_dsn
-from smtplab.protocol.replies import ServerReply
+from smtplab.protocol.replies import SMTPReply
 from smtplab.record.transcript import Command, Data, Note
 from smtplab.record.wirelog import WireLog
 
@@ -35,7 +35,7 @@ SUBMISSION_ROLES = ["submission", "submissions"]
 ENHANCED = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}( |$)")
 
 
-def is_reply(line: str, reply: ServerReply) -> bool:
+def is_reply(line: str, reply: SMTPReply) -> bool:
     return reply.matches(line)
 
 
@@ -55,6 +55,40 @@ def helo(lab: Lab, role: str) -> Raw:
     client.send(b"HELO client.example.net\r\n")
     assert client.code() == 250
     return client
+
+
+# -- the reply value (issue 15 item 5) -------------------------------------------------------
+def test_replies_are_equal_by_code_enhanced_code_and_text_not_by_the_rfc_they_cite():
+    assert SMTPReply(221, "2.0.0", "Bye") == replies.BYE
+    assert hash(replies.BYE) == hash(SMTPReply(221, "2.0.0", "Bye", "RFC 5321"))
+    assert SMTPReply(221, None, "Bye") != replies.BYE
+
+
+@pytest.mark.parametrize(
+    ("reply", "fields", "line"),
+    [
+        (SMTPReply(250, None, "Ok"), {}, "250 Ok"),
+        (
+            replies.RELAY_DENIED,
+            {"address": "eve@elsewhere.example"},
+            "550 5.7.1 <eve@elsewhere.example>: Relay access denied",
+        ),
+        (
+            replies.TOO_MANY_RECIPIENTS,
+            {"limit": 100},
+            "452 4.5.3 Too many recipients (at most 100 per message)",
+        ),
+    ],
+)
+def test_a_reply_line_is_code_enhanced_code_and_text_with_its_fields(reply, fields, line):
+    assert reply(**fields) == line
+    assert reply.matches(line)
+
+
+def test_every_reply_in_the_table_cites_the_rfc_behind_it():
+    assert all(reply.rfc.startswith("RFC ") for reply in replies.TABLE), [
+        reply for reply in replies.TABLE if not reply.rfc.startswith("RFC ")
+    ]
 
 
 # -- issue 13, items 1 and 2 -----------------------------------------------------------------

@@ -2,8 +2,11 @@
 
 Theory of operation
 -------------------
-A :class:`ServerReply` is a reply code, an RFC 3463 enhanced status code, a text
-(which may name fields, such as ``{address}``) and the RFC sections that say so.
+An :class:`SMTPReply` is a reply code, an RFC 3463 enhanced status code and a text
+(which may name fields, such as ``{address}``); the table's replies also name the RFC
+sections that say so. (It is not :class:`smtplab.Reply`, the transcript's record of a
+reply seen on the wire, at a time, in answer to a command: this is the value itself,
+so that both can be used side by side without an alias.)
 The sessions (:mod:`smtplab.smtp.session`), the role handlers (:mod:`smtplab.smtp.handlers`)
 and chapter 09's checks (:mod:`smtplab.senderauth.wiring`) answer with these and nothing
 else; ``docs/hardening.md`` and the tests name them from here, as aiosmtpd keeps
@@ -22,17 +25,18 @@ is wrong without quoting it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
-class ServerReply:
-    """One reply the lab gives: ``550 5.7.1 <{address}>: Relay access denied``."""
+class SMTPReply:
+    """One SMTP reply: ``550 5.7.1 <{address}>: Relay access denied``. ``rfc`` says where
+    the RFCs ask for it (the table's replies) and takes no part in comparisons."""
 
     code: int
     enhanced: str | None
     text: str
-    rfc: str
+    rfc: str = field(default="", compare=False)
 
     def __call__(self, **fields: object) -> str:
         """The reply line, its fields filled in."""
@@ -53,21 +57,21 @@ class ServerReply:
 
 
 # -- greeting, session and command lines (RFC 5321 §3.1, §4.1, §4.5.3) --------------------
-BYE = ServerReply(221, "2.0.0", "Bye", "RFC 5321 §4.1.1.10")
-TOO_MANY_CONNECTIONS = ServerReply(
+BYE = SMTPReply(221, "2.0.0", "Bye", "RFC 5321 §4.1.1.10")
+TOO_MANY_CONNECTIONS = SMTPReply(
     421, "4.7.0", "{host} Too many connections, try later", "RFC 5321 §3.8, §4.2.2"
 )
-TIMEOUT = ServerReply(421, "4.4.2", "{host} Error: timeout exceeded", "RFC 5321 §4.5.3.2.7, §3.8")
-TOO_MANY_UNKNOWN = ServerReply(
+TIMEOUT = SMTPReply(421, "4.4.2", "{host} Error: timeout exceeded", "RFC 5321 §4.5.3.2.7, §3.8")
+TOO_MANY_UNKNOWN = SMTPReply(
     421, "4.7.0", "Too many unrecognized commands, goodbye", "RFC 5321 §3.8, §4.2.4"
 )
-BAD_LINE_END = ServerReply(
+BAD_LINE_END = SMTPReply(
     500, "5.5.2", "Syntax error: a command line must end with CRLF", "RFC 5321 §2.3.8"
 )
-NUL_IN_COMMAND = ServerReply(
+NUL_IN_COMMAND = SMTPReply(
     501, "5.5.2", "Syntax error: NUL character in command", "RFC 5321 §4.1.1"
 )
-BAD_HELO_NAME = ServerReply(
+BAD_HELO_NAME = SMTPReply(
     501,
     "5.5.4",
     "Syntax error: HELO and EHLO take an ASCII domain name",
@@ -75,46 +79,46 @@ BAD_HELO_NAME = ServerReply(
 )
 
 # -- MAIL and RCPT (RFC 5321 §4.1.1.2, §4.1.1.3, §4.1.2) -----------------------------------
-SENDER_OK = ServerReply(250, "2.1.0", "Sender ok", "RFC 5321 §4.1.1.2; RFC 3463 §3.2")
-RECIPIENT_OK = ServerReply(250, "2.1.5", "Recipient ok", "RFC 5321 §4.1.1.3; RFC 3463 §3.2")
-BAD_SENDER_SYNTAX = ServerReply(
+SENDER_OK = SMTPReply(250, "2.1.0", "Sender ok", "RFC 5321 §4.1.1.2; RFC 3463 §3.2")
+RECIPIENT_OK = SMTPReply(250, "2.1.5", "Recipient ok", "RFC 5321 §4.1.1.3; RFC 3463 §3.2")
+BAD_SENDER_SYNTAX = SMTPReply(
     553, "5.1.7", "Error: malformed address", "RFC 5321 §4.1.2, §4.2.2; RFC 3463 §3.2 (X.1.7)"
 )
-BAD_RECIPIENT_SYNTAX = ServerReply(
+BAD_RECIPIENT_SYNTAX = SMTPReply(
     553, "5.1.3", "Error: malformed address", "RFC 5321 §4.1.2, §4.2.2; RFC 3463 §3.2 (X.1.3)"
 )
-NOT_UTF8_SENDER = ServerReply(
+NOT_UTF8_SENDER = SMTPReply(
     553, "5.1.7", "Error: the address is not valid UTF-8", "RFC 5321 §4.1.2; RFC 6531 §3.3"
 )
-NOT_UTF8_RECIPIENT = ServerReply(
+NOT_UTF8_RECIPIENT = SMTPReply(
     553, "5.1.3", "Error: the address is not valid UTF-8", "RFC 5321 §4.1.2; RFC 6531 §3.3"
 )
-NON_ASCII_SENDER = ServerReply(
+NON_ASCII_SENDER = SMTPReply(
     550, "5.6.7", "Non-ASCII addresses not permitted for that sender", "RFC 6531 §3.5"
 )
-NON_ASCII_RECIPIENT = ServerReply(
+NON_ASCII_RECIPIENT = SMTPReply(
     553, "5.6.7", "Non-ASCII addresses not permitted for that recipient", "RFC 6531 §3.5"
 )
-TOO_MANY_RECIPIENTS = ServerReply(
+TOO_MANY_RECIPIENTS = SMTPReply(
     452,
     "4.5.3",
     "Too many recipients (at most {limit} per message)",
     "RFC 5321 §4.5.3.1.8, §4.5.3.1.10; RFC 3463 §3.6",
 )
-RELAY_DENIED = ServerReply(
+RELAY_DENIED = SMTPReply(
     550, "5.7.1", "<{address}>: Relay access denied", "RFC 5321 §3.6.2, §7.9; RFC 3463 §3.8"
 )
-USER_UNKNOWN = ServerReply(
+USER_UNKNOWN = SMTPReply(
     550,
     "5.1.1",
     "<{address}>: Recipient address rejected: User unknown",
     "RFC 5321 §4.2.2; RFC 3463 §3.2",
 )
-STARTTLS_FIRST = ServerReply(
+STARTTLS_FIRST = SMTPReply(
     530, "5.7.0", "Must issue a STARTTLS command first", "RFC 3207 §4; RFC 4954 §6"
 )
-AUTH_REQUIRED = ServerReply(530, "5.7.0", "Authentication required", "RFC 4954 §6; RFC 6409 §4.3")
-SENDER_NOT_OWNED = ServerReply(
+AUTH_REQUIRED = SMTPReply(530, "5.7.0", "Authentication required", "RFC 4954 §6; RFC 6409 §4.3")
+SENDER_NOT_OWNED = SMTPReply(
     550,
     "5.7.1",
     "<{address}>: Sender address rejected: not owned by user {login}",
@@ -123,58 +127,58 @@ SENDER_NOT_OWNED = ServerReply(
 
 # -- DSN parameters on MAIL and RCPT (RFC 3461 §4) -----------------------------------------
 #: ``{keyword}`` is NOTIFY, ORCPT, RET or ENVID; ``{why}`` says what is wrong with it.
-BAD_DSN_PARAMETER = ServerReply(
+BAD_DSN_PARAMETER = SMTPReply(
     501, "5.5.4", "Bad {keyword} parameter: {why}", "RFC 3461 §4.1-§4.4; RFC 3463 §3.6"
 )
 
 # -- after DATA (RFC 5321 §4.1.1.4, §6.1, §6.3) ----------------------------------------------
-QUEUED = ServerReply(250, "2.0.0", "Ok: queued as {queue_id}", "RFC 5321 §4.1.1.4, §6.1")
-NOT_STORED = ServerReply(
+QUEUED = SMTPReply(250, "2.0.0", "Ok: queued as {queue_id}", "RFC 5321 §4.1.1.4, §6.1")
+NOT_STORED = SMTPReply(
     451, "4.3.0", "Message not stored, try again later ({reason})", "RFC 5321 §6.1, §4.2.3"
 )
-NOT_QUEUED = ServerReply(
+NOT_QUEUED = SMTPReply(
     451, "4.3.0", "Message not queued, try again later ({reason})", "RFC 5321 §6.1, §4.2.3"
 )
-NUL_IN_BODY = ServerReply(
+NUL_IN_BODY = SMTPReply(
     554, "5.6.0", "Message refused: it contains NUL characters", "RFC 5322 §2.3; RFC 2045 §2.7"
 )
 #: Permanent, with X.4.0 (other routing status): RFC 3463 §3.5 keeps X.4.6 (routing loop
 #: detected) "useful only for persistent transient errors", so 5.4.6, which sendmail and
 #: others send, is a class that code was not meant for. The text says it is a loop.
-TOO_MANY_HOPS = ServerReply(
+TOO_MANY_HOPS = SMTPReply(
     554,
     "5.4.0",
     "Too many hops ({hops} Received: headers): a mail loop?",
     "RFC 5321 §6.3; RFC 3463 §3.5",
 )
-DMARC_REJECT = ServerReply(
+DMARC_REJECT = SMTPReply(
     550,
     "5.7.1",
     "Email rejected per DMARC policy for {domain} (p={policy}: no aligned SPF or DKIM pass)",
     "RFC 7489 §10.3",
 )
-SPAM_REJECT = ServerReply(
+SPAM_REJECT = SMTPReply(
     550, "5.7.1", "Message rejected as spam (score {score}, limit {limit})", "RFC 3463 §3.8"
 )
 
 # -- STARTTLS and AUTH (RFC 3207, RFC 4954) ---------------------------------------------------
-TLS_ACTIVE = ServerReply(503, "5.5.1", "TLS already active", "RFC 3207 §4.2, §4.1; RFC 5321 §4.2.3")
-AUTH_NOT_OFFERED = ServerReply(
+TLS_ACTIVE = SMTPReply(503, "5.5.1", "TLS already active", "RFC 3207 §4.2, §4.1; RFC 5321 §4.2.3")
+AUTH_NOT_OFFERED = SMTPReply(
     503, "5.5.1", "Error: authentication not enabled on this server", "RFC 4954 §3"
 )
-AUTH_LINE_TOO_LONG = ServerReply(
+AUTH_LINE_TOO_LONG = SMTPReply(
     500, "5.5.6", "Authentication Exchange line is too long", "RFC 4954 §6"
 )
-BAD_BASE64 = ServerReply(501, "5.5.2", "Can't decode base64", "RFC 4954 §4")
-CANNOT_SPLIT = ServerReply(501, "5.5.2", "Can't split auth value", "RFC 4616 §2")
-AUTH_CANCELLED = ServerReply(501, "5.7.0", "Auth aborted", "RFC 4954 §4")
-AUTHZID_REFUSED = ServerReply(
+BAD_BASE64 = SMTPReply(501, "5.5.2", "Can't decode base64", "RFC 4954 §4")
+CANNOT_SPLIT = SMTPReply(501, "5.5.2", "Can't split auth value", "RFC 4616 §2")
+AUTH_CANCELLED = SMTPReply(501, "5.7.0", "Auth aborted", "RFC 4954 §4")
+AUTHZID_REFUSED = SMTPReply(
     535,
     "5.7.8",
     "Authentication credentials invalid: you may not act as another user",
     "RFC 4616 §2; RFC 4954 §6",
 )
-TOO_MANY_AUTH_FAILURES = ServerReply(
+TOO_MANY_AUTH_FAILURES = SMTPReply(
     421, "4.7.0", "Too many failed authentication attempts, goodbye", "RFC 4954 §4; RFC 5321 §3.8"
 )
 #: AUTH LOGIN's prompts, "Username:" and "Password:" in base64, as every major server sends
@@ -183,11 +187,11 @@ LOGIN_USERNAME_PROMPT = "Username:"
 LOGIN_PASSWORD_PROMPT = "Password:"
 
 # -- anything unforeseen ------------------------------------------------------------------------
-LOCAL_ERROR = ServerReply(
+LOCAL_ERROR = SMTPReply(
     451, "4.3.0", "Requested action aborted: local error in processing", "RFC 5321 §4.2.2, §4.2.3"
 )
 
 #: Every reply in this module, for the documentation and the tests.
-TABLE: tuple[ServerReply, ...] = tuple(
-    value for value in list(globals().values()) if isinstance(value, ServerReply)
+TABLE: tuple[SMTPReply, ...] = tuple(
+    value for value in list(globals().values()) if isinstance(value, SMTPReply)
 )

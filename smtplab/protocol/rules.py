@@ -26,7 +26,9 @@ import re
 from dataclasses import dataclass
 
 CRLF = b"\r\n"
-END_OF_DATA = b"\r\n.\r\n"
+#: What ends the message data on the wire (§4.5.2): the CRLF that ends its last line,
+#: then a line holding one dot.
+DATA_TERMINATOR = b"\r\n.\r\n"
 COMMAND_LINE_LIMIT = 512
 TEXT_LINE_LIMIT = 1000
 

@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from smtplab.protocol.rules import command_verb, parse_reply_line
+from smtplab.protocol.rules import DATA_TERMINATOR, command_verb, parse_reply_line
 from smtplab.record.transcript import (
     Closed,
     Command,
@@ -67,7 +67,7 @@ MAX_CHUNKS = 1 << 16
 
 _GREETING = "<greeting>"
 _AUTH_STEP = "<auth-response>"
-_END_OF_DATA = "<end-of-data>"
+_DATA_REPLY = "<end-of-data>"  # the reply due once the message data has ended
 _HOLDING_VERBS = {"DATA", "AUTH", _AUTH_STEP, "STARTTLS"}
 
 
@@ -278,14 +278,14 @@ class _Parser:
         if buf.startswith(b".\r\n"):
             end = 3
         else:
-            found = buf.find(b"\r\n.\r\n")
+            found = buf.find(DATA_TERMINATOR)
             if found < 0:
                 return False
-            end = found + 5
+            end = found + len(DATA_TERMINATOR)
         self.events.append(Data(self.now, bytes(buf[:end])))
         del buf[:end]
         self.mode = "command"
-        self.pending.append(_END_OF_DATA)
+        self.pending.append(_DATA_REPLY)
         return True
 
     def stopped(self) -> None:

@@ -15,7 +15,9 @@ rest of the lab (:mod:`smtplab.smtp.session`, :mod:`smtplab.smtp.controller`) ov
   :meth:`~AiosmtpdSession.new_envelope`, :meth:`~AiosmtpdSession.idle_timeout`, and
   services: :meth:`~AiosmtpdSession.restart_idle_timer`,
   :meth:`~AiosmtpdSession.cancel_greeting`, :attr:`~AiosmtpdSession.reader`,
-  :attr:`~AiosmtpdSession.auth_require_tls`.
+  :attr:`~AiosmtpdSession.tls_before_auth` (a name that does not start with
+  ``auth_``, ``smtp_`` or ``handle_``, as no hook here does: aiosmtpd would take it
+  for an AUTH mechanism, a command or a handler hook).
 * :class:`AiosmtpdController` (aiosmtpd's threaded ``Controller``):
   :meth:`~AiosmtpdController.listen`, :meth:`~AiosmtpdController.new_session`,
   :meth:`~AiosmtpdController.shut_down`, :meth:`~AiosmtpdController.give_up`.
@@ -39,12 +41,12 @@ from aiosmtpd.controller import Controller, _server_to_client_ssl_ctx
 from aiosmtpd.smtp import SMTP, Envelope
 
 from smtplab.protocol import replies
-from smtplab.protocol.replies import ServerReply
+from smtplab.protocol.replies import SMTPReply
 
 #: aiosmtpd's stock replies that the lab answers differently: (command, aiosmtpd's text)
 #: → the lab's reply; ``*`` stands for any command. aiosmtpd has no names for its replies,
 #: so they are matched by wording (the canary checks aiosmtpd still says each).
-STOCK_REPLIES: dict[tuple[str, str], ServerReply] = {
+STOCK_REPLIES: dict[tuple[str, str], SMTPReply] = {
     ("*", "502 5.5.1 Too many unrecognized commands, goodbye."): replies.TOO_MANY_UNKNOWN,
     ("MAIL", "553 5.1.3 Error: malformed address"): replies.BAD_SENDER_SYNTAX,
     ("RCPT", "553 5.1.3 Error: malformed address"): replies.BAD_RECIPIENT_SYNTAX,
@@ -152,7 +154,7 @@ class AiosmtpdSession(ListsOnlyHooks, SMTP):
         return reader
 
     @property
-    def auth_require_tls(self) -> bool:
+    def tls_before_auth(self) -> bool:
         """The ``auth_require_tls=`` option: AUTH only over TLS."""
         return bool(self._auth_require_tls)
 

@@ -17,7 +17,11 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-END_OF_DATA = "END-OF-DATA"
+from smtplab.protocol.replies import SMTPReply
+
+#: What a fault rule names for the moment after the final dot, before the server answers
+#: (``fail("END-OF-DATA", ...)``): not a command, the point at which DATA's reply is due.
+AT_END_OF_DATA = "END-OF-DATA"
 
 
 @dataclass
@@ -43,9 +47,12 @@ class Faults:
         #: so each wait for a reply costs one round trip (see :mod:`smtplab.smtp.latency`).
         self.latency = 0.0
 
-    def add(self, command: str, reply: str | None, times: int | None = 1) -> None:
+    def add(self, command: str, reply: str | SMTPReply | None, times: int | None = 1) -> None:
+        """Answer ``reply`` (a line, or one of :mod:`smtplab.protocol.replies`'s) to
+        ``command`` the next ``times`` times (None: always); no reply: hang up."""
+        line = None if reply is None else str(reply)
         with self._lock:
-            self._rules.append(FaultRule(command.upper(), reply, times))
+            self._rules.append(FaultRule(command.upper(), line, times))
 
     def clear(self) -> None:
         with self._lock:

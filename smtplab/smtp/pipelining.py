@@ -27,7 +27,7 @@ from email.policy import SMTP as SMTP_POLICY
 from email.utils import getaddresses
 
 from smtplab.errors import SmtplabError
-from smtplab.protocol.rules import dot_stuff
+from smtplab.protocol.rules import DATA_TERMINATOR, dot_stuff
 
 #: The connections way 4 opens at once: Postfix's default_destination_concurrency_limit.
 CONNECTIONS = 20
@@ -95,7 +95,7 @@ def envelope(message: EmailMessage) -> tuple[str, list[str]]:
 
 def _label(data: bytes) -> str:
     """``MAIL`` for a command line, ``message`` for the data after DATA."""
-    return MESSAGE if data.endswith(b"\r\n.\r\n") else data.split(maxsplit=1)[0].decode().upper()
+    return MESSAGE if data.endswith(DATA_TERMINATOR) else data.split(maxsplit=1)[0].decode().upper()
 
 
 class CountingSMTP(smtplib.SMTP):

@@ -58,7 +58,7 @@ from smtplab.record.recordings import WireJournal
 from smtplab.record.wirelog import WireLog
 from smtplab.smtp._aiosmtpd import STOCK_REPLIES
 from smtplab.smtp.auth import AuthenticatingSession
-from smtplab.smtp.faults import END_OF_DATA, FaultRule, Faults
+from smtplab.smtp.faults import AT_END_OF_DATA, FaultRule, Faults
 from smtplab.smtp.latency import SimulatedNetwork
 from smtplab.smtp.policy import (
     LAB_EXTENSIONS,
@@ -150,7 +150,7 @@ class RecordingSMTP(AuthenticatingSession):
 
     def before_handler(self, command: str, args: Sequence[Any]) -> str | None:
         """End-of-DATA fault rules and the protocol's refusals, before the handler's hook."""
-        if command == "DATA" and (rule := self.faults.take(END_OF_DATA)) is not None:
+        if command == "DATA" and (rule := self.faults.take(AT_END_OF_DATA)) is not None:
             assert self.transport is not None
             if rule.reply is None:
                 cast(asyncio.Transport, self.transport).abort()  # no reply crosses (see push)
@@ -184,7 +184,7 @@ class RecordingSMTP(AuthenticatingSession):
     def requires_tls_for_auth(self) -> bool:
         """Whether AUTH waits for TLS on this connection (port 587 before STARTTLS)."""
         return requires_tls_for_auth(
-            auth_require_tls=self.auth_require_tls, over_tls=self._over_tls()
+            auth_require_tls=self.tls_before_auth, over_tls=self._over_tls()
         )
 
     def _over_tls(self) -> bool:
@@ -246,7 +246,6 @@ class RecordingSMTP(AuthenticatingSession):
             self._answering_ehlo = False
         if hostname:
             self._said_ehlo = True
-        if hostname:
             for verb, extra in line_allowances(self.extensions).items():
                 self.command_size_limits[verb] += extra
 
