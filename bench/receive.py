@@ -76,8 +76,8 @@ def serve(kind: str, folder: str) -> None:
     from smtplab.mailstore.maildir import Maildir
     from smtplab.protocol.clock import LabClock
     from smtplab.record.recordings import WireJournal
+    from smtplab.roles.handlers import MailboxHandler
     from smtplab.smtp.controller import LabController
-    from smtplab.smtp.handlers import MailboxHandler
 
     if kind == "plain aiosmtpd":
         controller: Controller = Controller(

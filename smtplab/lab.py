@@ -58,14 +58,14 @@ from smtplab.record.journey import Journey, JourneyBook, Step
 from smtplab.record.recordings import WireJournal
 from smtplab.record.transcript import Transcript
 from smtplab.record.wirelog import WireLog
+from smtplab.roles.handlers import RoleHandler, SubmissionHandler, domain_of
+from smtplab.roles.relaying import RelayHandler, ReportingMailboxHandler
 from smtplab.senderauth.wiring import LabAuthenticity
 from smtplab.smtp.client import Outcome, RecordingClient, open_session, opportunistic_tls, transact
 from smtplab.smtp.controller import LabController
 from smtplab.smtp.conversation import Conversation
 from smtplab.smtp.faults import Faults
-from smtplab.smtp.handlers import RoleHandler, SubmissionHandler, domain_of
 from smtplab.smtp.policy import LAB_EXTENSIONS
-from smtplab.smtp.relaying import RelayHandler, ReportingMailboxHandler
 from smtplab.tls.ca import Eavesdropper, LabCA
 from smtplab.world import (
     LOOPBACK,

@@ -417,7 +417,7 @@ SOURCES = [
         "smtp_EHLO",
         rf"_call_handler_hook\(\s*{Q}EHLO{Q}\s*,\s*hostname\s*,\s*response\s*\)",
         "hands the EHLO response lines to a 5-argument handle_EHLO hook and sends its result",
-        "RoleHandler.handle_EHLO (smtplab/smtp/handlers.py) edits those lines: AUTH, "
+        "RoleHandler.handle_EHLO (smtplab/roles/handlers.py) edits those lines: AUTH, "
         "PIPELINING, DSN",
     ),
     Source(
@@ -583,11 +583,11 @@ def test_the_lab_session_offers_only_its_own_commands_and_mechanisms():
 def test_session_and_envelope_still_carry_what_the_handlers_read(
     loop: asyncio.AbstractEventLoop,
 ):
-    """smtplab/smtp/handlers.py reads these public attributes in its hooks."""
+    """smtplab/roles/handlers.py reads these public attributes in its hooks."""
     session, envelope = Session(loop), Envelope()
     for name in ("host_name", "extended_smtp", "ssl", "authenticated", "peer", "auth_data"):
         assert hasattr(session, name), (
-            f"{VERSION}: Session.{name} is gone (smtplab/smtp/handlers.py)"
+            f"{VERSION}: Session.{name} is gone (smtplab/roles/handlers.py)"
         )
     for name in (
         "mail_from",

@@ -36,10 +36,10 @@ from peers.smtp import (
 from smtplab import Lab
 from smtplab.protocol.clock import LabClock
 from smtplab.record.recordings import WireJournal
+from smtplab.roles.handlers import RoleHandler
 from smtplab.smtp import controller as lab_server
 from smtplab.smtp.controller import LabController
 from smtplab.smtp.faults import Faults
-from smtplab.smtp.handlers import RoleHandler
 from smtplab.world import LOOPBACK
 
 pytestmark = [pytest.mark.lab(retry=FAST), pytest.mark.hardening]

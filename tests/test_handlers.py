@@ -1,4 +1,4 @@
-"""What the role handlers (smtplab/smtp/handlers.py) accept, refuse and store.
+"""What the role handlers (smtplab/roles/handlers.py) accept, refuse and store.
 
 Relaying needs AUTH, a body with NUL or 100 Received: lines is refused, bare CR and LF
 are stored as line ends, and a store that fails gets 451 4.3.0, never 250. Over real

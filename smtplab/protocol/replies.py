@@ -7,7 +7,7 @@ An :class:`SMTPReply` is a reply code, an RFC 3463 enhanced status code and a te
 sections that say so. (It is not :class:`smtplab.Reply`, the transcript's record of a
 reply seen on the wire, at a time, in answer to a command: this is the value itself,
 so that both can be used side by side without an alias.)
-The sessions (:mod:`smtplab.smtp.session`), the role handlers (:mod:`smtplab.smtp.handlers`)
+The sessions (:mod:`smtplab.smtp.session`), the role handlers (:mod:`smtplab.roles.handlers`)
 and chapter 09's checks (:mod:`smtplab.senderauth.wiring`) answer with these and nothing
 else; ``docs/hardening.md`` and the tests name them from here, as aiosmtpd keeps
 its own status codes in ``aiosmtpd.smtp`` (``CODE_SUCCESS`` ...).

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-:mod:`smtplab.smtp.handlers` holds each role's policy; this module adds the two duties
+:mod:`smtplab.roles.handlers` holds each role's policy; this module adds the two duties
 that only make sense with an outbound queue beside the server:
 
 * :class:`RelayHandler`, the ``relay`` role (a backup MX): it accepts mail from
@@ -26,7 +26,7 @@ from aiosmtpd.smtp import Envelope, Session
 from smtplab.mailstore.maildir import Maildir
 from smtplab.protocol.clock import LabClock
 from smtplab.queue.delivery import DeliveryQueue
-from smtplab.smtp.handlers import MailboxHandler, RoleHandler, SubmissionHandler, reverse_path
+from smtplab.roles.handlers import MailboxHandler, RoleHandler, SubmissionHandler, reverse_path
 from smtplab.smtp.session import LabEnvelope, RecordingSMTP
 
 
