@@ -51,7 +51,7 @@ from smtplab.protocol.message import (
     check_address,
     check_parameter_words,
 )
-from smtplab.protocol.rules import message_id_of
+from smtplab.protocol.rules import domain_of, message_id_of
 from smtplab.queue.delivery import DeliveryQueue, Hop, RetryPolicy
 from smtplab.queue.spool import Spool
 from smtplab.record.journey import Journey, JourneyBook, Step
@@ -62,7 +62,7 @@ from smtplab.senderauth.wiring import LabAuthenticity
 from smtplab.smtp.client import Outcome, RecordingClient, open_session, opportunistic_tls, transact
 from smtplab.smtp.conversation import Conversation
 from smtplab.smtp.faults import Faults
-from smtplab.smtp.handlers import RoleHandler, SubmissionHandler, domain_of
+from smtplab.smtp.handlers import RoleHandler, SubmissionHandler
 from smtplab.smtp.relaying import RelayHandler, ReportingMailboxHandler
 from smtplab.smtp.server import LAB_EXTENSIONS, LabController
 from smtplab.tls.ca import Eavesdropper, LabCA

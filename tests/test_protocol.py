@@ -4,6 +4,7 @@ from hypothesis import strategies as st
 
 from smtplab.protocol.rules import (
     command_verb,
+    domain_of,
     dot_stuff,
     dot_unstuff,
     normalize_newlines,
@@ -105,3 +106,18 @@ def test_paths_follow_the_rfc_5321_grammar(text, expected):
 @pytest.mark.parametrize("text", NOT_PATHS)
 def test_malformed_paths_are_refused(text):
     assert parse_path(text) is None
+
+
+DOMAINS = [
+    ("bob@example.org", "example.org"),
+    ("Bob@Example.ORG", "example.org"),  # RFC 5321 §2.4: domains compare in any case
+    ("bob@example.org.", "example.org"),  # the root's trailing dot names the same domain
+    ("bob@example.org ", "example.org"),  # as a header address may end
+    ('"a@b"@example.org', "example.org"),  # a quoted local part may hold an "@"
+    ("example.org", "example.org"),  # no "@": the text is the domain
+]
+
+
+@pytest.mark.parametrize(("address", "domain"), DOMAINS)
+def test_the_domain_of_an_address_is_compared_in_one_form(address, domain):
+    assert domain_of(address) == domain

@@ -35,7 +35,13 @@ from typing import Literal, cast
 from smtplab.errors import SmtplabError
 from smtplab.protocol import reader
 from smtplab.protocol.replies import BAD_DSN_PARAMETER
-from smtplab.protocol.rules import CRLF, normalize_newlines, parse_reply_line, split_enhanced
+from smtplab.protocol.rules import (
+    CRLF,
+    domain_of,
+    normalize_newlines,
+    parse_reply_line,
+    split_enhanced,
+)
 
 Ret = Literal["FULL", "HDRS"]
 Action = Literal["failed", "delayed", "delivered", "relayed", "expanded"]
@@ -307,7 +313,7 @@ def _why_stopped(report: Report) -> str:
 
 def _human(report: Report, copy: str) -> bytes:
     """The note for people; its wording follows the report's kind."""
-    domain = report.mailer_daemon.rpartition("@")[2]
+    domain = domain_of(report.mailer_daemon)
     paragraphs = [
         f"This is the mail system at host {report.reporting_mta}.",
         _INTROS[report.kind].format(copy=copy, why=_why_stopped(report)),

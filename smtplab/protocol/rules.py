@@ -50,6 +50,10 @@ _PATH = re.compile(
     rf"|(?P<bare>{_MAILBOX})(?=\s|$)",  # without <>, as many servers still accept
     re.IGNORECASE,
 )
+#: What a reader may type as an address: a path's Mailbox with an unquoted local part, in
+#: which dots may stand anywhere (RFC 5322 §4.4 obs-local-part: mail programs accept
+#: ``a..b@example.org`` and leave it to the server to refuse), and a domain name.
+_TYPED_ADDRESS = re.compile(rf"(?:{_ATOM}|\.)+@{_DOMAIN}")
 
 #: What each reply code means, from RFC 5321 §4.2.2 and §4.2.3 (plus 538 from
 #: RFC 4954 and 556 from RFC 7504). The transcript shows these on hover.
@@ -203,6 +207,18 @@ def parse_path(text: str) -> tuple[str, str, str] | None:
     address = match["path"] or match["bare"]
     local, _, _ = address.rpartition("@")  # a domain has no "@"; a quoted local part may
     return address, local or address, text[match.end() :].lstrip()
+
+
+def is_typed_address(text: str) -> bool:
+    """Whether ``text`` is an address a reader may give (``name@example.org``), with no
+    white space anywhere, quoting or address literal, before a server judges its path."""
+    return _TYPED_ADDRESS.fullmatch(text) is not None and not any(c.isspace() for c in text)
+
+
+def domain_of(address: str) -> str:
+    """The domain of ``local@domain`` as the lab compares domains: in lower case
+    (RFC 5321 §2.4) and without the root's trailing dot (``example.org.``)."""
+    return address.rpartition("@")[2].strip().rstrip(".").lower()
 
 
 def command_verb(line: str) -> str:

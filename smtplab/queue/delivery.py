@@ -82,7 +82,7 @@ from smtplab.protocol.dsn import (
     rcpt_params,
     wants,
 )
-from smtplab.protocol.rules import message_id_of, split_enhanced
+from smtplab.protocol.rules import domain_of, message_id_of, split_enhanced
 from smtplab.queue.spool import QueuedRecipient, QueueEntry, Spool
 from smtplab.record.journey import JourneyBook, Step
 from smtplab.record.recordings import WireJournal
@@ -226,7 +226,7 @@ class DeliveryQueue:
         qid = qid or self.spool.new_qid()
         by_domain: dict[str, list[QueuedRecipient]] = {}
         for rcpt in recipients:
-            by_domain.setdefault(rcpt.address.rpartition("@")[2].lower(), []).append(rcpt)
+            by_domain.setdefault(domain_of(rcpt.address), []).append(rcpt)
         arrival, now = self.clock.rfc5322(), time.time()
         message_id = message_id_of(message)
         return qid, [

@@ -50,6 +50,8 @@ import spf
 from cryptography.hazmat.primitives import serialization
 from publicsuffixlist import PublicSuffixList
 
+from smtplab.protocol.rules import domain_of
+
 Resolver = dns.resolver.Resolver
 
 # --- DNS: every lookup goes through a lab resolver ---------------------------------------
@@ -103,10 +105,6 @@ def txt_records(resolver: Resolver, name: str) -> list[str]:
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
         return []
     return [b"".join(rdata.strings).decode("utf-8", "replace") for rdata in answer.rrset or ()]
-
-
-def domain_of(address: str) -> str:
-    return address.rpartition("@")[2].strip().rstrip(".").lower()
 
 
 @cache

@@ -38,6 +38,7 @@ from smtplab.protocol.message import (
     check_address,
     check_header_text,
 )
+from smtplab.protocol.rules import domain_of
 from smtplab.record.journey import Journey, Step
 from smtplab.record.transcript import Transcript
 
@@ -187,7 +188,7 @@ class ComposeModel(HasTraits):
             check_header_text("subject", self.subject),
             self.body,
             date=clock.rfc5322() if clock is not None else "",
-            message_id=make_msgid(domain=sender.rpartition("@")[2]),
+            message_id=make_msgid(domain=domain_of(sender)),
             attachments=[item.as_argument() for item in self.attachments],
         )
         if clock is None:
