@@ -65,7 +65,8 @@ from smtplab.smtp.faults import Faults
 from smtplab.smtp.handlers import RoleHandler, SubmissionHandler
 from smtplab.smtp.relaying import RelayHandler, ReportingMailboxHandler
 from smtplab.smtp.server import LAB_EXTENSIONS, LabController
-from smtplab.tls.ca import Eavesdropper, LabCA
+from smtplab.tls.ca import LabCA
+from smtplab.tls.eavesdrop import Eavesdropper
 from smtplab.world import (
     LOOPBACK,
     ServerSpec,

@@ -14,9 +14,11 @@ from aiosmtpd.handlers import Sink
 from cryptography import x509
 
 from smtplab.record.recordings import WireJournal
-from smtplab.smtp.client import RecordingClient
+from smtplab.smtp.client import LabSMTP, RecordingClient
 from smtplab.smtp.server import LabController
-from smtplab.tls.ca import Eavesdropper, LabCA, LabSMTP, LabSMTP_SSL
+from smtplab.tls import loopback
+from smtplab.tls.ca import LabCA
+from smtplab.tls.eavesdrop import Eavesdropper
 from smtplab.tls.records import client_hello_server_name
 
 MX1 = "mx1.example.org"
@@ -58,9 +60,16 @@ def implicit_server(ca: LabCA, journal: WireJournal) -> Iterator[LabController]:
 
 
 def lab_client(port: int) -> RecordingClient:
-    """The lab's recording client, connecting by host name (it includes LabLoopbackMixin)."""
+    """The lab's recording client, connecting by host name (it is a LabSMTP)."""
     client = RecordingClient(MX1, client_name=CLIENT, timeout=TIMEOUT)
     client.connect(MX1, port)
+    return client
+
+
+def implicit_client(host: str, port: int, context: ssl.SSLContext) -> RecordingClient:
+    """Implicit TLS (port 465 style, RFC 8314) to a lab host name, as the lab's client does it."""
+    client = RecordingClient(host, client_name=CLIENT, timeout=TIMEOUT, implicit_tls=context)
+    client.connect(host, port)
     return client
 
 
@@ -175,13 +184,7 @@ def test_starttls_refuses_a_wrong_name_or_the_address(
 
 
 def test_implicit_tls_verifies_the_host_name(ca: LabCA, implicit_server: LabController) -> None:
-    client = LabSMTP_SSL(
-        MX1,
-        implicit_server.port,
-        local_hostname=CLIENT,
-        timeout=TIMEOUT,
-        context=ca.client_context(),
-    )
+    client = implicit_client(MX1, implicit_server.port, ca.client_context())
     assert isinstance(client.sock, ssl.SSLSocket)
     assert client.sock.getpeername()[0] == "127.0.0.1"
     assert client.sock.server_hostname == MX1
@@ -196,14 +199,18 @@ def test_implicit_tls_refuses_a_wrong_name_or_the_address(
     ca: LabCA, implicit_server: LabController, host: str, reason: str
 ) -> None:
     with pytest.raises(ssl.SSLCertVerificationError) as failure:
-        LabSMTP_SSL(
-            host,
-            implicit_server.port,
-            local_hostname=CLIENT,
-            timeout=TIMEOUT,
-            context=ca.client_context(),
-        )
+        implicit_client(host, implicit_server.port, ca.client_context())
     assert reason in failure.value.verify_message
+
+
+def test_a_refused_certificate_closes_the_connection(
+    ca: LabCA, implicit_server: LabController
+) -> None:
+    sock = loopback.connect(implicit_server.port, TIMEOUT)
+    assert sock.getpeername()[0] == "127.0.0.1"
+    with pytest.raises(ssl.SSLCertVerificationError):
+        loopback.start_tls(sock, ca.client_context(), "mx2.example.org")
+    assert sock.fileno() == -1
 
 
 def test_the_system_store_does_not_trust_the_lab(implicit_server: LabController) -> None:
@@ -221,13 +228,7 @@ def test_another_lab_does_not_trust_this_one(
 ) -> None:
     other = LabCA(tmp_path / "other")
     with pytest.raises(ssl.SSLCertVerificationError):
-        LabSMTP_SSL(
-            MX1,
-            implicit_server.port,
-            local_hostname=CLIENT,
-            timeout=TIMEOUT,
-            context=other.client_context(),
-        )
+        implicit_client(MX1, implicit_server.port, other.client_context())
 
 
 # --- the eavesdropper -----------------------------------------------------------------------
@@ -282,11 +283,7 @@ def test_eavesdropper_on_implicit_tls_sees_no_text_at_all(
     ca: LabCA, implicit_server: LabController
 ) -> None:
     with Eavesdropper(implicit_server.port) as eve:
-        send_one(
-            LabSMTP_SSL(
-                MX1, eve.port, local_hostname=CLIENT, timeout=TIMEOUT, context=ca.client_context()
-            )
-        )
+        send_one(implicit_client(MX1, eve.port, ca.client_context()))
         sent, received = eve.data("client"), eve.data("server")
     assert sent[0] == received[0] == 0x16
     assert b"EHLO" not in sent

@@ -42,7 +42,7 @@ from typing import Any, Literal
 from smtplab.mailstore.maildir import StoredMessage
 from smtplab.record.transcript import CLIENT_PREFIX, INFO_PREFIX, MASK, SERVER_PREFIX, data_summary
 from smtplab.record.wirelog import ChunkKind, ReadTap, WireLog
-from smtplab.world import LOOPBACK
+from smtplab.tls import loopback
 
 Protocol = Literal["pop3", "imap"]
 TLSMode = Literal["starttls", "implicit", "none"]
@@ -306,14 +306,13 @@ class _Recording:
         self._tls_noted = False
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
-        sock = socket.create_connection((LOOPBACK, self.port), timeout)
+        sock = loopback.connect(self.port, timeout)
         self.wire.peer = sock.getsockname()[:2]
         if self.implicit_tls is not None:  # ports 993/995 style: TLS before the greeting
             try:
-                sock = self.implicit_tls.wrap_socket(sock, server_hostname=self.host)
+                return loopback.start_tls(sock, self.implicit_tls, self.host)
             except (ssl.SSLError, OSError) as error:
                 self.wire.note(f"TLS handshake failed: {error}")
-                sock.close()
                 raise
         return sock
 

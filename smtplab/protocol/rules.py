@@ -16,8 +16,8 @@ DATA, where an enhanced status code sits in a reply) is written exactly once.
   and ``RCPT TO`` carry ``<local-part@domain>``, where the local part is a
   dot-string or a quoted string and the domain is host names or an address
   literal. An old source route (``<@relay:user@domain>``) is read and dropped.
-* Line limits (RFC 5321 §4.5.3.1): a command line is at most 512 octets and a
-  text line at most 1000, both counting the CRLF.
+* Line limits (RFC 5321 §4.5.3.1.4): a command line is at most 512 octets,
+  counting the CRLF.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from dataclasses import dataclass
 CRLF = b"\r\n"
 END_OF_DATA = b"\r\n.\r\n"
 COMMAND_LINE_LIMIT = 512
-TEXT_LINE_LIMIT = 1000
 
 # A header value may be folded onto continuation lines (RFC 5322 §2.2.3).
 _MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(?:\r?\n[ \t]+)?(<[^>\r\n]*>)", re.I | re.M)

@@ -2,9 +2,9 @@
 
 smtplib writes through :meth:`smtplib.SMTP.send` and reads replies through
 the file object that :meth:`smtplib.SMTP.getreply` creates, so those are the two
-places we record. It connects to a lab host name, which
-:class:`~smtplab.tls.ca.LabLoopbackMixin` maps to 127.0.0.1, so certificates are
-checked against the name and transcripts name hosts, not ports.
+places we record. It is a :class:`LabSMTP`: it connects to a lab host name on
+127.0.0.1 (:mod:`smtplab.tls.loopback`), so certificates are checked against the
+name and transcripts name hosts, not ports.
 
 smtplib is kept for what does not show in a transcript: reading replies and the
 EHLO keywords, STARTTLS, AUTH, dot-stuffing, timeouts. The command lines are the
@@ -27,12 +27,25 @@ from typing import Any
 from smtplab.protocol.rules import dot_stuff, split_enhanced
 from smtplab.record.recordings import WireJournal
 from smtplab.record.wirelog import ReadTap, WireLog
-from smtplab.tls.ca import LabLoopbackMixin
+from smtplab.tls import loopback
 
 DEFAULT_TIMEOUT = 10.0
 
 
-class RecordingClient(LabLoopbackMixin, smtplib.SMTP):
+class LabSMTP(smtplib.SMTP):
+    """``smtplib.SMTP("mx1.example.org", port)`` reaching the lab on 127.0.0.1.
+
+    smtplib checks a certificate (STARTTLS) against the host its constructor was
+    given; a client made first and connected later has none, so the host given
+    to ``connect()`` is kept for the check here.
+    """
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        self._host = host  # smtplib's name for STARTTLS's server_hostname
+        return loopback.connect(port, timeout, self.source_address)
+
+
+class RecordingClient(LabSMTP):
     """smtplib.SMTP that records the conversation into a WireLog (client view).
 
     Connect it to a lab *host name*: it reaches 127.0.0.1 (or ``port``'s
@@ -56,7 +69,6 @@ class RecordingClient(LabLoopbackMixin, smtplib.SMTP):
         self.piggyback = b""
         self.wire: WireLog | None = None
         super().__init__(local_hostname=client_name, timeout=timeout)
-        self._host = server_name  # what smtplib verifies the certificate against
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         sock = super()._get_socket(host, port, timeout)
@@ -67,7 +79,7 @@ class RecordingClient(LabLoopbackMixin, smtplib.SMTP):
         if self.journal is not None:
             self.journal.opened(self.wire)
         if self.implicit_tls is not None:  # port 465 (RFC 8314): TLS before the greeting
-            sock = self.implicit_tls.wrap_socket(sock, server_hostname=self.server_name)
+            sock = loopback.start_tls(sock, self.implicit_tls, self.server_name)
             self._note_tls(sock)
         return sock
 
