@@ -38,8 +38,9 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from smtplab.dns.route import Route, resolve_route
 from smtplab.dns.server import LabDNSServer, RecordStore, make_resolver
 from smtplab.errors import SmtplabError
-from smtplab.mailstore.dovecot import Dovecot, MailstoreUnavailable
+from smtplab.mailstore.dovecot import Dovecot
 from smtplab.mailstore.dovecot import for_lab as dovecot_for_lab
+from smtplab.mailstore.dovecot_conf import MailstoreUnavailable
 from smtplab.mailstore.maildir import Mailbox, Maildir
 from smtplab.mailstore.retrieval import FetchResult, Protocol, TLSMode, fetch_mailbox
 from smtplab.paths import RootLock, inside

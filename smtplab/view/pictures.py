@@ -34,7 +34,7 @@ from email.message import EmailMessage, Message
 from typing import TYPE_CHECKING, Any
 
 from smtplab.dns.route import PermanentRouteError, Route, RouteError
-from smtplab.mailstore.dovecot import IMAP_HOST, POP_HOST
+from smtplab.mailstore.dovecot_conf import IMAP_HOST, POP_HOST
 from smtplab.protocol import reader
 from smtplab.protocol.rules import REPLY_CLASSES, reply_meaning
 from smtplab.record.journey import FINAL, Journey, Step
