@@ -78,13 +78,12 @@ class RecordingPOP3(_Recording, poplib.POP3):
         self,
         host: str,
         port: int,
+        wire: WireLog,
         *,
-        client_name: str = "client.example.com",
         implicit_tls: ssl.SSLContext | None = None,
         timeout: float = DEFAULT_TIMEOUT,
-        wire: WireLog | None = None,
     ):
-        self._setup(implicit_tls, wire or WireLog(client=client_name, server=host, view="client"))
+        self._setup(implicit_tls, wire)
         try:
             super().__init__(host, port, timeout)
         except BaseException:
@@ -113,13 +112,12 @@ class RecordingIMAP(_Recording, imaplib.IMAP4):
         self,
         host: str,
         port: int,
+        wire: WireLog,
         *,
-        client_name: str = "client.example.com",
         implicit_tls: ssl.SSLContext | None = None,
         timeout: float = DEFAULT_TIMEOUT,
-        wire: WireLog | None = None,
     ):
-        self._setup(implicit_tls, wire or WireLog(client=client_name, server=host, view="client"))
+        self._setup(implicit_tls, wire)
         super().__init__(host, port, timeout)
 
     # imaplib draws a random tag prefix per connection; a fixed one keeps transcripts stable.

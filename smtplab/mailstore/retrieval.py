@@ -183,10 +183,10 @@ def fetch_mailbox(
     error = None
     try:
         if protocol == "pop3":
-            client = RecordingPOP3(host, port, implicit_tls=implicit, wire=wire)
+            client = RecordingPOP3(host, port, wire, implicit_tls=implicit)
             messages = _pop3_session(client, address, password, starttls, delete)
         else:
-            client = RecordingIMAP(host, port, implicit_tls=implicit, wire=wire)
+            client = RecordingIMAP(host, port, wire, implicit_tls=implicit)
             messages = _imap_session(client, address, password, starttls)
     except (poplib.error_proto, imaplib.IMAP4.error, OSError) as failure:
         reason = failure.args[0] if failure.args else type(failure).__name__

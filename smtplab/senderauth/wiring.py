@@ -52,12 +52,11 @@ from smtplab.protocol.replies import DMARC_REJECT, SPAM_REJECT
 from smtplab.protocol.rules import message_id_of
 from smtplab.senderauth.checks import (
     Authentication,
-    DKIMKey,
     authenticate,
-    dkim_sign,
     from_domains,
     remove_results_claiming,
 )
+from smtplab.senderauth.signatures import DKIMKey, dkim_sign
 from smtplab.senderauth.spam import Score, SpamFilter
 from smtplab.world import LOOPBACK, World
 
