@@ -35,8 +35,9 @@ from typing import Any
 
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from smtplab.dns.records import RecordStore
 from smtplab.dns.route import Route, resolve_route
-from smtplab.dns.server import LabDNSServer, RecordStore, make_resolver
+from smtplab.dns.server import LabDNSServer, make_resolver
 from smtplab.errors import SmtplabError
 from smtplab.mailstore.dovecot import Dovecot
 from smtplab.mailstore.dovecot import for_lab as dovecot_for_lab

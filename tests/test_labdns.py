@@ -18,7 +18,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smtplab.dns.server import DNSQuery, LabDNSServer, Record, RecordStore, answer, make_resolver
+from smtplab.dns.records import DNSQuery, Record, RecordStore, answer
+from smtplab.dns.server import LabDNSServer, make_resolver
 
 
 def lab_store() -> RecordStore:

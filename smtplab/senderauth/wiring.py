@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 from dns.resolver import Resolver
 
-from smtplab.dns.server import RecordStore
+from smtplab.dns.records import RecordStore
 from smtplab.protocol import reader
 from smtplab.protocol.clock import LabClock
 from smtplab.protocol.replies import DMARC_REJECT, SPAM_REJECT
