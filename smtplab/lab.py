@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 ``Lab()`` reads a :class:`~smtplab.world.World` (the default one unless given),
 starts a recording aiosmtpd server for each of its hosts on 127.0.0.1, and
-keeps every connection's bytes in a :class:`~smtplab.record.recordings.WireJournal`.
+keeps every connection's bytes in a :class:`~smtplab.record.recordings.Recordings`.
 ``lab.send(...)`` is a real SMTP client connection; its result carries the
 transcript and the server's answer for every recipient.
 
@@ -57,7 +57,7 @@ from smtplab.protocol.rules import domain_of, message_id_of
 from smtplab.queue.delivery import DeliveryQueue, Hop, RetryPolicy
 from smtplab.queue.spool import Spool
 from smtplab.record.journey import Journey, JourneyBook, Step
-from smtplab.record.recordings import WireJournal
+from smtplab.record.recordings import Recordings
 from smtplab.record.transcript import Transcript
 from smtplab.record.wirelog import WireLog
 from smtplab.senderauth.wiring import LabAuthenticity
@@ -117,7 +117,7 @@ class LabServer:
         self,
         spec: ServerSpec,
         handler: RoleHandler,
-        journal: WireJournal,
+        journal: Recordings,
         *,
         port: int = 0,
         **smtp: Any,
@@ -246,7 +246,7 @@ class SendResult:
     transcript: Transcript
     journey: Journey = field(repr=False)
     wire: WireLog = field(repr=False)
-    journal: WireJournal = field(repr=False)
+    journal: Recordings = field(repr=False)
 
     @property
     def ok(self) -> bool:
@@ -322,7 +322,7 @@ class Lab:
         #: Fixed ports by server host, "dns" and POP3/IMAP role; empty: the OS picks.
         self.ports = port_plan(self.world, port_base) if port_base is not None else {}
         ensure_free(self.ports)
-        self.journal = WireJournal()
+        self.journal = Recordings()
         self.journeys = JourneyBook()
         self._folder = None if root else tempfile.TemporaryDirectory(prefix=f"smtplab-{name}-")
         self.root = Path(root or self._folder.name)  # type: ignore[union-attr]

@@ -13,7 +13,7 @@ import pytest
 from aiosmtpd.handlers import Sink
 from cryptography import x509
 
-from smtplab.record.recordings import WireJournal
+from smtplab.record.recordings import Recordings
 from smtplab.smtp.client import LabSMTP, RecordingClient
 from smtplab.smtp.server import LabController
 from smtplab.tls import loopback
@@ -33,12 +33,12 @@ def ca(tmp_path: Path) -> LabCA:
 
 
 @pytest.fixture
-def journal() -> WireJournal:
-    return WireJournal()
+def journal() -> Recordings:
+    return Recordings()
 
 
 @pytest.fixture
-def starttls_server(ca: LabCA, journal: WireJournal) -> Iterator[LabController]:
+def starttls_server(ca: LabCA, journal: Recordings) -> Iterator[LabController]:
     """Port-25/587 style: plain text until the client says STARTTLS."""
     controller = LabController(
         Sink(), host_name=MX1, journal=journal, tls_context=ca.server_context(MX1)
@@ -49,7 +49,7 @@ def starttls_server(ca: LabCA, journal: WireJournal) -> Iterator[LabController]:
 
 
 @pytest.fixture
-def implicit_server(ca: LabCA, journal: WireJournal) -> Iterator[LabController]:
+def implicit_server(ca: LabCA, journal: Recordings) -> Iterator[LabController]:
     """Port-465 style (RFC 8314): TLS from the first byte."""
     controller = LabController(
         Sink(), host_name=MX1, journal=journal, ssl_context=ca.server_context(MX1)
@@ -113,7 +113,7 @@ def test_context_settings(ca: LabCA) -> None:
 
 
 def test_aiosmtpd_does_not_warn_about_the_server_context(
-    ca: LabCA, journal: WireJournal, caplog: pytest.LogCaptureFixture
+    ca: LabCA, journal: Recordings, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="mail.log"):
         controller = LabController(
@@ -141,7 +141,7 @@ def test_one_leaf_per_host(ca: LabCA, starttls_server: LabController) -> None:
 
 
 def test_starttls_verifies_the_host_name(
-    ca: LabCA, starttls_server: LabController, journal: WireJournal
+    ca: LabCA, starttls_server: LabController, journal: Recordings
 ) -> None:
     client = LabSMTP(MX1, starttls_server.port, local_hostname=CLIENT, timeout=TIMEOUT)
     assert client.sock is not None
@@ -239,7 +239,7 @@ def after(stream: bytes, marker: bytes) -> bytes:
 
 
 def test_eavesdropper_reads_until_starttls_then_sees_ciphertext(
-    ca: LabCA, starttls_server: LabController, journal: WireJournal
+    ca: LabCA, starttls_server: LabController, journal: Recordings
 ) -> None:
     with Eavesdropper(starttls_server.port) as eve:
         client = lab_client(eve.port)

@@ -85,7 +85,7 @@ from smtplab.protocol.dsn import (
 from smtplab.protocol.rules import domain_of, message_id_of, split_enhanced
 from smtplab.queue.spool import QueuedRecipient, QueueEntry, Spool
 from smtplab.record.journey import JourneyBook, Step
-from smtplab.record.recordings import WireJournal
+from smtplab.record.recordings import Recordings
 from smtplab.record.wirelog import WireLog
 from smtplab.smtp.client import Outcome, RecordingClient, quit_quietly, transact, wire_order
 
@@ -150,7 +150,7 @@ class DeliveryQueue:
         hop: Hop,
         *,
         journeys: JourneyBook,
-        journal: WireJournal,
+        journal: Recordings,
         clock: LabClock,
         postmaster: Callable[[str], Maildir],
         policy: RetryPolicy = DEFAULT_POLICY,

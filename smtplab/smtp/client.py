@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from smtplab.protocol.rules import dot_stuff, split_enhanced
-from smtplab.record.recordings import WireJournal
+from smtplab.record.recordings import Recordings
 from smtplab.record.wirelog import ReadTap, WireLog
 from smtplab.tls import loopback
 
@@ -57,7 +57,7 @@ class RecordingClient(LabSMTP):
         server_name: str,
         *,
         client_name: str,
-        journal: WireJournal | None = None,
+        journal: Recordings | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         implicit_tls: ssl.SSLContext | None = None,
     ):

@@ -111,7 +111,7 @@ from smtplab.protocol.rules import (
     with_enhanced_code,
     without_enhanced_code,
 )
-from smtplab.record.recordings import WireJournal
+from smtplab.record.recordings import Recordings
 from smtplab.record.wirelog import WireLog
 from smtplab.smtp.faults import END_OF_DATA, FaultRule, Faults
 from smtplab.world import LOOPBACK
@@ -271,7 +271,7 @@ class RecordingSMTP(SMTP):
         self,
         handler: Any,
         *,
-        journal: WireJournal | None,
+        journal: Recordings | None,
         faults: Faults,
         extensions: frozenset[str] = LAB_EXTENSIONS,
         max_recipients: int = MAX_RECIPIENTS,
@@ -780,7 +780,7 @@ class LabController(Controller):
         handler: Any,
         *,
         host_name: str,
-        journal: WireJournal,
+        journal: Recordings,
         smtp_class: type[RecordingSMTP] = RecordingSMTP,
         faults: Faults | None = None,
         port: int = 0,
