@@ -30,22 +30,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-import dns.exception
 import dns.flags
 import dns.message
 import dns.name
-import dns.nameserver
 import dns.opcode
 import dns.rcode
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
-import dns.resolver
 import dns.rrset
+from dns.rdtypes.ANY.SOA import SOA
 
 Fault = Literal["servfail", "timeout"]
 RRset = dns.rrset.RRset
 _Key = tuple[dns.name.Name, dns.rdatatype.RdataType]
+_Change = Callable[[tuple[dns.rdata.Rdata, ...]], Iterable[dns.rdata.Rdata]]
 _SOA = dns.rdatatype.SOA
 _SILENT = -1  # pseudo-rcode: the "timeout" fault sends nothing at all
 
@@ -156,7 +155,7 @@ class RecordStore:
                 self._faults.pop(_name(name), None)
             self.version += 1
 
-    def _edit(self, name: str, rdtype: str | int, change: Callable, ttl: int | None = None) -> int:
+    def _edit(self, name: str, rdtype: str | int, change: _Change, ttl: int | None = None) -> int:
         """Apply `change` to one RRset under the lock and bump the zone's serial."""
         owner, kind = _name(name), _type(rdtype)
         if kind == _SOA:
@@ -182,6 +181,7 @@ class RecordStore:
         apex = self._zone_of(owner)
         assert apex is not None
         ttl, (soa,) = self._rrsets[(apex, _SOA)]
+        assert isinstance(soa, SOA)
         self._rrsets[(apex, _SOA)] = (ttl, (soa.replace(serial=(soa.serial + 1) % 2**32),))
 
     def _lookup(self, qname: dns.name.Name, qtype: int) -> tuple[int, list[RRset], list[RRset]]:
@@ -201,6 +201,7 @@ class RecordStore:
             if found:
                 return dns.rcode.NOERROR, found, []
             ttl, (soa,) = self._rrsets[(apex, _SOA)]
+            assert isinstance(soa, SOA)
             negative = [dns.rrset.from_rdata_list(apex, min(ttl, soa.minimum), [soa])]
             exists = any(owner.is_subdomain(qname) for owner, _ in self._rrsets)
             return (dns.rcode.NOERROR if exists else dns.rcode.NXDOMAIN), [], negative
@@ -241,6 +242,9 @@ def respond(store: RecordStore, wire: bytes, udp: bool) -> tuple[bytes | None, D
         return out, DNSQuery(transport, "?", "?", "FORMERR" if out else "(garbage dropped)", ())
     qname, qtype = question.name, question.rdtype
     log = dict(transport=transport, name=qname.to_text(), rdtype=dns.rdatatype.to_text(qtype))
+    rcode: int
+    answer: list[RRset]
+    authority: list[RRset]
     if query.opcode() != dns.opcode.QUERY:
         rcode, answer, authority = dns.rcode.NOTIMP, [], []
     elif question.rdclass != dns.rdataclass.IN:
@@ -251,7 +255,7 @@ def respond(store: RecordStore, wire: bytes, udp: bool) -> tuple[bytes | None, D
         return None, DNSQuery(**log, rcode="(no answer: timeout fault)", answers=())
     if rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
         response.flags |= dns.flags.AA
-    response.set_rcode(rcode)
+    response.set_rcode(dns.rcode.Rcode(rcode))
     response.answer, response.authority = answer, authority
     limit = (max(512, query.payload) if query.edns >= 0 else 512) if udp else 65535
     try:
@@ -259,7 +263,7 @@ def respond(store: RecordStore, wire: bytes, udp: bool) -> tuple[bytes | None, D
     except Exception:  # e.g. a TSIG we cannot sign: say so rather than crash
         return _header_only(wire, dns.rcode.SERVFAIL), DNSQuery(**log, rcode="SERVFAIL", answers=())
     texts = tuple(f"{rs.name} {rs.ttl} IN {rs.rdtype.name} {rd}" for rs in answer for rd in rs)
-    return out, DNSQuery(**log, rcode=dns.rcode.to_text(rcode), answers=texts)
+    return out, DNSQuery(**log, rcode=dns.rcode.to_text(dns.rcode.Rcode(rcode)), answers=texts)
 
 
 def answer(store: RecordStore, wire: bytes, udp: bool = False) -> bytes | None:

@@ -21,18 +21,8 @@ import collections
 import errno
 import threading
 
-import dns.exception
-import dns.flags
-import dns.message
-import dns.name
 import dns.nameserver
-import dns.opcode
-import dns.rcode
-import dns.rdata
-import dns.rdataclass
-import dns.rdatatype
 import dns.resolver
-import dns.rrset
 
 from smtplab.dns.records import DNSQuery, RecordStore, respond
 
@@ -147,7 +137,8 @@ class LabDNSServer:
         """Bind both sockets and return once they are listening."""
         if self._thread is not None:
             return self
-        ready, failure = threading.Event(), []
+        ready = threading.Event()
+        failure: list[BaseException] = []
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._run, args=(ready, failure), name="smtplab-dns", daemon=True

@@ -16,10 +16,13 @@ import poplib
 import re
 import socket
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from smtplab.record.wirelog import ReadTap, WireLog
 from smtplab.tls import loopback
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -71,7 +74,8 @@ class _Recording:
         self.wire.close()
 
 
-class RecordingPOP3(_Recording, poplib.POP3):
+# poplib and imaplib declare ``file`` a plain attribute; the property sees every assignment.
+class RecordingPOP3(_Recording, poplib.POP3):  # type: ignore[misc]
     """poplib.POP3 that records the conversation; connect it to a lab host *name*."""
 
     def __init__(
@@ -93,7 +97,7 @@ class RecordingPOP3(_Recording, poplib.POP3):
 
     def _putline(self, line: bytes) -> None:
         self._record(line + poplib.CRLF)
-        super()._putline(line)
+        super()._putline(line)  # type: ignore[misc]  # poplib's, missing from its stubs
 
     def close(self) -> None:
         super().close()
@@ -105,7 +109,7 @@ class RecordingPOP3(_Recording, poplib.POP3):
 _ASTRING = re.compile(r"[\x21\x23\x24\x26\x27\x2b-\x5b\x5d-\x7a\x7c-\x7e]+")
 
 
-class RecordingIMAP(_Recording, imaplib.IMAP4):
+class RecordingIMAP(_Recording, imaplib.IMAP4):  # type: ignore[misc]
     """imaplib.IMAP4 that records the conversation; connect it to a lab host *name*."""
 
     def __init__(
@@ -121,7 +125,8 @@ class RecordingIMAP(_Recording, imaplib.IMAP4):
         super().__init__(host, port, timeout)
 
     # imaplib draws a random tag prefix per connection; a fixed one keeps transcripts stable.
-    @property
+    # (imaplib's stubs say str; imaplib itself makes and uses bytes.)
+    @property  # type: ignore[override]
     def tagpre(self) -> bytes:
         return b"A"
 
@@ -129,11 +134,11 @@ class RecordingIMAP(_Recording, imaplib.IMAP4):
     def tagpre(self, value: bytes) -> None:
         pass
 
-    def send(self, data: bytes) -> None:
-        self._record(data)
+    def send(self, data: ReadableBuffer) -> None:
+        self._record(bytes(data))
         super().send(data)
 
-    def login(self, user: str, password: str) -> tuple[str, list[bytes]]:
+    def login(self, user: str, password: str) -> tuple[Literal["OK"], list[bytes]]:
         """LOGIN, with the userid quoted where an atom cannot carry it.
 
         imaplib quotes the password but sends the userid bare; an address such as

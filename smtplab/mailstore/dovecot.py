@@ -139,9 +139,10 @@ class Dovecot:
         binary: str | None = None,
         ports: dict[str, int] | None = None,
     ):
-        self.binary = binary or find_dovecot()
-        if self.binary is None:
+        found = binary or find_dovecot()
+        if found is None:
             raise MailstoreUnavailable(f"dovecot was not found; {INSTALL_HINT}")
+        self.binary: str = found
         self.version = dovecot_version(self.binary)
         if not self.version.startswith("2.3."):
             raise MailstoreUnavailable(

@@ -30,6 +30,7 @@ import hashlib
 import re
 import textwrap
 from dataclasses import dataclass
+from email.message import Message
 from typing import Literal, cast
 
 from smtplab.errors import SmtplabError
@@ -400,6 +401,8 @@ def summarize(dsn: bytes) -> list[dict[str, str]]:
         raise ValueError("not a delivery status notification (RFC 3464)")
     for part in message.walk():
         if part.get_content_type() == "message/delivery-status":
-            blocks = part.get_payload()
-            return [{name: str(value) for name, value in block.items()} for block in blocks[1:]]
+            blocks = part.get_payload()  # the per-message block, then one per recipient
+            if isinstance(blocks, list):
+                fields = cast(list[Message], blocks)[1:]
+                return [{name: str(v) for name, v in block.items()} for block in fields]
     raise ValueError("the report has no message/delivery-status part")

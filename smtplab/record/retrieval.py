@@ -252,7 +252,7 @@ def parse_retrieval(
     parser.lines.append(RetrievalLine("info", f"{client} connected to {server}"))
     for _t, kind, payload in chunks:
         if kind in ("client", "server"):
-            parser.feed(kind, payload)  # type: ignore[arg-type]
+            parser.feed(kind, payload)
         elif kind == "tls":
             version, _, cipher = payload.decode("utf-8", "replace").partition("\0")
             parser.lines.append(RetrievalLine("info", f"TLS started: {version} {cipher}"))

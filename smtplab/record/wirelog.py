@@ -174,13 +174,13 @@ class ReadTap:
         self._wire = wire
 
     def readline(self, size: int | None = -1) -> bytes:
-        data = self._inner.readline(size)
+        data: bytes = self._inner.readline(size)
         if data:
             self._wire.record("server", data)
         return data
 
     def read(self, size: int = -1) -> bytes:
-        data = self._inner.read(size)
+        data: bytes = self._inner.read(size)
         if data:
             self._wire.record("server", data)
         return data

@@ -42,7 +42,6 @@ from typing import Any
 import dkim
 import dmarc
 import dns.exception
-import dns.resolver
 import spf
 
 from smtplab.protocol.rules import domain_of

@@ -14,7 +14,6 @@ from typing import Any
 
 import dkim
 import dns.exception
-import dns.resolver
 from cryptography.hazmat.primitives import serialization
 
 from smtplab.senderauth.lookups import Resolver, txt_records
@@ -48,7 +47,7 @@ class DKIMKey:
         return " ".join(f'"{text[i : i + 255]}"' for i in range(0, len(text), 255))
 
 
-class _LabDKIM(dkim.DKIM):
+class _LabDKIM(dkim.DKIM):  # type: ignore[misc]  # dkimpy ships no types
     """dkimpy's signer with the ``t=`` tag from the lab clock.
 
     ``DKIM.sign`` takes the time from ``time.time()`` with no parameter (only its
@@ -106,7 +105,8 @@ class DKIMResult:
 
 def _tags(value: bytes) -> dict[bytes, bytes]:
     try:
-        return dkim.util.parse_tag_value(value)
+        tags: dict[bytes, bytes] = dkim.util.parse_tag_value(value)
+        return tags
     except dkim.util.InvalidTagValueList:
         return {}
 

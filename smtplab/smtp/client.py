@@ -22,12 +22,15 @@ import socket
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smtplab.protocol.rules import dot_stuff, split_enhanced
 from smtplab.record.recordings import Recordings
 from smtplab.record.wirelog import ReadTap, WireLog
 from smtplab.tls import loopback
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -113,8 +116,8 @@ class RecordingClient(LabSMTP):
         self.putcmd("RCPT", path_argument("TO", recip, options if self.does_esmtp else ()))
         return self.getreply()
 
-    def send(self, s: str | bytes) -> None:
-        data = s.encode(self.command_encoding) if isinstance(s, str) else s
+    def send(self, s: str | ReadableBuffer) -> None:
+        data = s.encode(self.command_encoding) if isinstance(s, str) else bytes(s)
         data, self.piggyback = data + self.piggyback, b""
         if self.sock is not None and self.wire is not None:
             self.wire.record("client", data)
@@ -320,12 +323,13 @@ def transact(
                 outcomes[rcpt] = Outcome(rcpt, code, _text(reply), "RCPT")
         accepted = [r for r in recipients if r not in outcomes]
         if accepted:
+            data_reply: bytes | str
             try:
-                code, reply = client.data(message)
+                code, data_reply = client.data(message)
             except smtplib.SMTPDataError as error:
-                code, reply = error.smtp_code, error.smtp_error
+                code, data_reply = error.smtp_code, error.smtp_error
             for rcpt in accepted:
-                outcomes[rcpt] = Outcome(rcpt, code, _text(reply), "DATA")
+                outcomes[rcpt] = Outcome(rcpt, code, _text(data_reply), "DATA")
         else:
             client.rset()
         if finish:

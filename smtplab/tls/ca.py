@@ -27,7 +27,7 @@ from typing import Any
 
 import trustme
 from cryptography import x509
-from cryptography.x509.oid import ExtensionOID, NameOID
+from cryptography.x509.oid import NameOID
 
 CA_FILE_NAME = "lab-ca.pem"
 CA_ORGANIZATION = "smtplab"
@@ -108,7 +108,7 @@ class LabCA:
         """
         pem = self._leaf(host).cert_chain_pems[0].bytes()
         cert = x509.load_pem_x509_certificate(pem)
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         return {
             "subject_cn": _name_part(cert.subject, NameOID.COMMON_NAME),
             "san": [str(name.value) for name in san.value],
