@@ -69,16 +69,13 @@ from typing import cast
 from smtplab.dns.route import PermanentRouteError, Route, RouteError
 from smtplab.mailstore.maildir import Maildir
 from smtplab.protocol.clock import LabClock
-from smtplab.protocol.dsn import (
+from smtplab.protocol.dsn import RecipientStatus, Report, build_dsn, must_not_notify
+from smtplab.protocol.dsn_params import (
     Action,
     MailDSN,
     RcptDSN,
-    RecipientStatus,
-    Report,
     Ret,
-    build_dsn,
     mail_params,
-    must_not_notify,
     rcpt_params,
     wants,
 )

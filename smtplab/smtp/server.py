@@ -72,7 +72,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, syntax
 
-from smtplab.protocol.dsn import (
+from smtplab.protocol.dsn_params import (
     DSNParamError,
     MailDSN,
     RcptDSN,
