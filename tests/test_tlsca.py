@@ -180,6 +180,19 @@ def test_starttls_refuses_a_wrong_name_or_the_address(
     assert reason in failure.value.verify_message
 
 
+def test_a_client_made_before_it_connects_checks_the_name_it_connects_to(
+    ca: LabCA, starttls_server: LabController
+) -> None:
+    """smtplib checks STARTTLS against its constructor's host; the lab's client is made
+    first and connected later, so LabSMTP keeps the name given to connect()."""
+    client = RecordingClient("mx2.example.org", client_name=CLIENT, timeout=TIMEOUT)
+    client.connect("mx2.example.org", starttls_server.port)
+    with pytest.raises(ssl.SSLCertVerificationError) as failure:
+        client.starttls(context=ca.client_context())
+    assert "Hostname mismatch" in failure.value.verify_message
+    client.close()
+
+
 # --- implicit TLS (port 465 style) ----------------------------------------------------------
 
 
