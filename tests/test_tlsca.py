@@ -137,6 +137,17 @@ def test_one_leaf_per_host(ca: LabCA, starttls_server: LabController) -> None:
     assert ca.describe("mx2.example.org")["san"] == ["mx2.example.org"]
 
 
+def test_a_key_pair_is_the_hosts_certificate_and_its_key(ca: LabCA, tmp_path: Path) -> None:
+    """What the lab hands its Dovecot: a chain for the host, and the key that goes with it."""
+    chain, key = ca.key_pair("imap.example.com")
+    (tmp_path / "chain.pem").write_bytes(chain)
+    (tmp_path / "key.pem").write_bytes(key)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "chain.pem", tmp_path / "key.pem")  # a mismatch raises
+    leaf = x509.load_pem_x509_certificate(chain)
+    assert leaf.subject.rfc4514_string().startswith("CN=imap.example.com")
+
+
 # --- STARTTLS: verify the name, not the address --------------------------------------------
 
 

@@ -280,11 +280,7 @@ def for_lab(lab: Any) -> Dovecot:
     users = {
         user.address: (user.password, lab.maildirs[user.address].path) for user in lab.world.users
     }
-    tls = {}
-    for host in (IMAP_HOST, POP_HOST):
-        leaf = lab.ca._leaf(host)  # the same issuing (names, CA) as the SMTP servers
-        chain = b"".join(pem.bytes() for pem in leaf.cert_chain_pems)
-        tls[host] = (chain, leaf.private_key_pem.bytes())
+    tls = {host: lab.ca.key_pair(host) for host in (IMAP_HOST, POP_HOST)}
     domains = tuple(d.name for d in lab.world.domains)
     ports = {role: lab.ports[role] for role in MAILSTORE_ROLES} if lab.ports else None
     dovecot = Dovecot(users, tls, domains=domains, mail_root=lab.root / "mail", ports=ports)

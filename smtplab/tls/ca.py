@@ -85,6 +85,13 @@ class LabCA:
         self._leaf(host).configure_cert(context)
         return context
 
+    def key_pair(self, host: str) -> tuple[bytes, bytes]:
+        """``host``'s certificate chain and private key (PEM), for a server the lab does not
+        run in Python (its Dovecot), issued like every other lab host's."""
+        leaf = self._leaf(host)
+        chain = b"".join(pem.bytes() for pem in leaf.cert_chain_pems)
+        return chain, leaf.private_key_pem.bytes()
+
     def client_context(self) -> ssl.SSLContext:
         """A client context that trusts the lab CA only and checks host names.
 
