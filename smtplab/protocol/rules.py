@@ -50,8 +50,8 @@ _PATH = re.compile(
     re.IGNORECASE,
 )
 #: What a reader may type as an address: a path's Mailbox with an unquoted local part, in
-#: which dots may stand anywhere (RFC 5322 §4.4 obs-local-part: mail programs accept
-#: ``a..b@example.org`` and leave it to the server to refuse), and a domain name.
+#: which dots may stand anywhere (``a..b@example.org`` goes to the server, whose path
+#: grammar above refuses it), and a domain name, not an address literal.
 _TYPED_ADDRESS = re.compile(rf"(?:{_ATOM}|\.)+@{_DOMAIN}")
 
 #: What each reply code means, from RFC 5321 §4.2.2 and §4.2.3 (plus 538 from
