@@ -75,7 +75,7 @@ def serve(kind: str, folder: str) -> None:
 
     from smtplab.mailstore.maildir import Maildir
     from smtplab.protocol.clock import LabClock
-    from smtplab.record.recordings import WireJournal
+    from smtplab.record.recordings import Recordings
     from smtplab.roles.handlers import MailboxHandler
     from smtplab.smtp.controller import LabController
 
@@ -84,11 +84,11 @@ def serve(kind: str, folder: str) -> None:
             Sink(), hostname=LOOPBACK, port=free_port(), server_hostname=HOST
         )
     elif kind == "lab recording":
-        controller = LabController(Sink(), host_name=HOST, journal=WireJournal())
+        controller = LabController(Sink(), host_name=HOST, journal=Recordings())
     else:
         mailbox = Maildir(Path(folder) / RECIPIENT)
         handler = MailboxHandler(HOST, {"example.org"}, {RECIPIENT: mailbox}, LabClock())
-        controller = LabController(handler, host_name=HOST, journal=WireJournal())
+        controller = LabController(handler, host_name=HOST, journal=Recordings())
     controller.start()
     print(json.dumps({"port": int(controller.port)}), flush=True)
     sys.stdin.readline()  # until the parent has read our peak memory and says stop

@@ -52,7 +52,7 @@ from smtplab.mailstore.retrieval import fetch_mailbox
 from smtplab.printer import LinePrinter
 from smtplab.protocol.clock import WallClock
 from smtplab.protocol.message import InvalidInput, build_message, check_address, check_header_text
-from smtplab.protocol.rules import parse_path
+from smtplab.protocol.rules import domain_of, parse_path
 from smtplab.queue.delivery import DEFAULT_POLICY, RetryPolicy
 from smtplab.queue.spool import QueueEntry
 from smtplab.record.journey import Step
@@ -502,10 +502,6 @@ def _context(state: dict[str, Any]) -> ssl.SSLContext:
         raise CLIError(f"cannot use the lab CA {state['ca_cert']}: {error}") from None
 
 
-def _domain(address: str) -> str:
-    return address.rpartition("@")[2].lower()
-
-
 def _check_helo(name: str) -> str:
     """``--helo``: what RFC 5321 §4.1.1.1 allows after EHLO, a Domain or an address literal
     (in US-ASCII: smtplib sends nothing else), or InvalidInput."""
@@ -540,7 +536,7 @@ def _send(args: argparse.Namespace) -> int:
             args.subject,
             args.body,
             date=format_datetime(email.utils.localtime()),
-            message_id=make_msgid(domain=_domain(sender)),
+            message_id=make_msgid(domain=domain_of(sender)),
         )
         raw = message.as_bytes(policy=email.policy.SMTP)
     state = _state(args)
@@ -550,10 +546,10 @@ def _send(args: argparse.Namespace) -> int:
         submission = [
             s
             for s in state["servers"]
-            if s["role"] == "submission" and _domain(sender) in s["domains"]
+            if s["role"] == "submission" and domain_of(sender) in s["domains"]
         ]
         if not submission:
-            raise CLIError(f"no submission server serves {_domain(sender)}: pass --via HOST")
+            raise CLIError(f"no submission server serves {domain_of(sender)}: pass --via HOST")
         server = submission[0]
     role, context = server["role"], _context(state)
     client = RecordingClient(
@@ -607,7 +603,7 @@ def _fetch(args: argparse.Namespace) -> int:
 
 def _names(state: dict[str, Any]) -> list[str]:
     """Every name the lab DNS answers for: its domains and its hosts."""
-    names = {_domain(u["address"]) for u in state["users"]}
+    names = {domain_of(u["address"]) for u in state["users"]}
     for server in state["servers"]:
         names.add(server["host"])
         names.update(server["domains"])

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 ``Lab()`` reads a :class:`~smtplab.world.World` (the default one unless given),
 starts a recording aiosmtpd server for each of its hosts on 127.0.0.1, and
-keeps every connection's bytes in a :class:`~smtplab.record.recordings.WireJournal`.
+keeps every connection's bytes in a :class:`~smtplab.record.recordings.Recordings`.
 ``lab.send(...)`` is a real SMTP client connection; its result carries the
 transcript and the server's answer for every recipient.
 
@@ -35,11 +35,13 @@ from typing import Any
 
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from smtplab.dns.records import RecordStore
 from smtplab.dns.route import Route, resolve_route
-from smtplab.dns.server import LabDNSServer, RecordStore, make_resolver
+from smtplab.dns.server import LabDNSServer, make_resolver
 from smtplab.errors import SmtplabError
-from smtplab.mailstore.dovecot import Dovecot, MailstoreUnavailable
+from smtplab.mailstore.dovecot import Dovecot
 from smtplab.mailstore.dovecot import for_lab as dovecot_for_lab
+from smtplab.mailstore.dovecot_conf import MailstoreUnavailable
 from smtplab.mailstore.maildir import Mailbox, Maildir
 from smtplab.mailstore.retrieval import FetchResult, Protocol, TLSMode, fetch_mailbox
 from smtplab.paths import RootLock, inside
@@ -51,14 +53,14 @@ from smtplab.protocol.message import (
     check_address,
     check_parameter_words,
 )
-from smtplab.protocol.rules import message_id_of
+from smtplab.protocol.rules import domain_of, message_id_of
 from smtplab.queue.delivery import DeliveryQueue, Hop, RetryPolicy
 from smtplab.queue.spool import Spool
 from smtplab.record.journey import Journey, JourneyBook, Step
-from smtplab.record.recordings import WireJournal
+from smtplab.record.recordings import Recordings
 from smtplab.record.transcript import Transcript
 from smtplab.record.wirelog import WireLog
-from smtplab.roles.handlers import RoleHandler, SubmissionHandler, domain_of
+from smtplab.roles.handlers import RoleHandler, SubmissionHandler
 from smtplab.roles.relaying import RelayHandler, ReportingMailboxHandler
 from smtplab.senderauth.wiring import LabAuthenticity
 from smtplab.smtp.client import Outcome, RecordingClient, open_session, opportunistic_tls, transact
@@ -66,7 +68,8 @@ from smtplab.smtp.controller import LabController
 from smtplab.smtp.conversation import Conversation
 from smtplab.smtp.faults import Faults
 from smtplab.smtp.policy import LAB_EXTENSIONS
-from smtplab.tls.ca import Eavesdropper, LabCA
+from smtplab.tls.ca import LabCA
+from smtplab.tls.eavesdrop import Eavesdropper
 from smtplab.world import (
     LOOPBACK,
     ServerSpec,
@@ -115,7 +118,7 @@ class LabServer:
         self,
         spec: ServerSpec,
         handler: RoleHandler,
-        journal: WireJournal,
+        journal: Recordings,
         *,
         port: int = 0,
         **smtp: Any,
@@ -244,7 +247,7 @@ class SendResult:
     transcript: Transcript
     journey: Journey = field(repr=False)
     wire: WireLog = field(repr=False)
-    journal: WireJournal = field(repr=False)
+    journal: Recordings = field(repr=False)
 
     @property
     def ok(self) -> bool:
@@ -320,7 +323,7 @@ class Lab:
         #: Fixed ports by server host, "dns" and POP3/IMAP role; empty: the OS picks.
         self.ports = port_plan(self.world, port_base) if port_base is not None else {}
         ensure_free(self.ports)
-        self.journal = WireJournal()
+        self.journal = Recordings()
         self.journeys = JourneyBook()
         self._folder = None if root else tempfile.TemporaryDirectory(prefix=f"smtplab-{name}-")
         self.root = Path(root or self._folder.name)  # type: ignore[union-attr]

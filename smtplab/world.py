@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from smtplab.protocol.message import InvalidInput, check_address
-from smtplab.protocol.rules import parse_path
+from smtplab.protocol.rules import domain_of, parse_path
 
 #: Where every lab server listens: nothing in a lab faces a network (Binder blocks
 #: outbound port 25, and a lab must never send mail to the Internet).
@@ -123,7 +123,7 @@ class User:
 
     @property
     def domain(self) -> str:
-        return self.address.rpartition("@")[2]
+        return domain_of(self.address)
 
 
 @dataclass(frozen=True)

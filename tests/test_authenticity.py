@@ -22,9 +22,10 @@ import spf
 from peers.smtp import FAST
 
 from smtplab import Lab
-from smtplab.senderauth import checks as auth_module
+from smtplab.senderauth import lookups
 from smtplab.senderauth import wiring as labauth
-from smtplab.senderauth.checks import DKIMKey, check_spf, dkim_sign, remove_results_claiming
+from smtplab.senderauth.checks import check_spf, remove_results_claiming
+from smtplab.senderauth.signatures import DKIMKey, dkim_sign
 from smtplab.senderauth.spam import SpamFilter
 from smtplab.senderauth.wiring import LAB_DKIM_KEY
 
@@ -444,7 +445,7 @@ def test_every_check_resolves_through_the_lab_dns_only(lab):
 
 
 def test_pyspf_cannot_ask_any_dns_but_the_labs():
-    assert spf.DNSLookup is auth_module._spf_lookup
+    assert spf.DNSLookup is lookups._spf_lookup
     with pytest.raises(spf.TempError, match="lab DNS only"):
         spf.DNSLookup("example.com", "TXT")
     verdict = spf.check2(i="127.0.0.2", s="alice@example.com", h="smtp.example.com")

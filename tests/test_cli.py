@@ -28,7 +28,7 @@ import trustme
 from peers.smtp import wait_until
 
 from smtplab.cli import CLIError, build_parser, load_world, world_from_data
-from smtplab.tls.ca import LabSMTP
+from smtplab.smtp.client import LabSMTP
 from smtplab.world import SMTP_ROLES
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from smtplab import InvalidInput, Lab
 from smtplab.printer import LinePrinter
-from smtplab.tls.ca import LabSMTP
+from smtplab.smtp.client import LabSMTP
 from smtplab.world import Domain, ServerSpec, User, World, default_world
 
 CLI = [sys.executable, "-m", "smtplab.cli"]

@@ -35,7 +35,7 @@ from peers.smtp import (
 
 from smtplab import Lab
 from smtplab.protocol.clock import LabClock
-from smtplab.record.recordings import WireJournal
+from smtplab.record.recordings import Recordings
 from smtplab.roles.handlers import RoleHandler
 from smtplab.smtp import controller as lab_server
 from smtplab.smtp.controller import LabController
@@ -277,7 +277,7 @@ class ClientBeforeProbe(LabController):
 def test_a_client_that_connects_before_the_readiness_probe_is_recorded_and_meets_the_faults():
     """Before: the first connection was taken for the probe, whatever it was: the client's
     session went unrecorded and past the fault rules, and the probe was recorded instead."""
-    journal, faults = WireJournal(), Faults()
+    journal, faults = Recordings(), Faults()
     faults.add("NOOP", "451 4.3.0 Try again later", times=None)
     handler = RoleHandler(HOST, LabClock())
     controller = ClientBeforeProbe(handler, host_name=HOST, journal=journal, faults=faults)
@@ -291,7 +291,7 @@ def test_a_client_that_connects_before_the_readiness_probe_is_recorded_and_meets
 
 
 def test_the_readiness_probe_alone_is_never_recorded():
-    journal = WireJournal()
+    journal = Recordings()
     controller = LabController(RoleHandler(HOST, LabClock()), host_name=HOST, journal=journal)
     controller.start()
     controller.stop()

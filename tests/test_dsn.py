@@ -9,19 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smtplab.protocol.dsn import (
+from smtplab.protocol.dsn import RecipientStatus, Report, build_dsn, must_not_notify, summarize
+from smtplab.protocol.dsn_params import (
     DSNParamError,
     MailDSN,
     RcptDSN,
-    RecipientStatus,
-    Report,
-    build_dsn,
     mail_params,
-    must_not_notify,
     rcpt_params,
     split_mail_params,
     split_rcpt_params,
-    summarize,
     wants,
     xtext_decode,
     xtext_encode,

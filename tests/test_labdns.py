@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from peers.smtp import Raw, wait_until
 
 from smtplab import Lab
-from smtplab.dns.server import DNSQuery, LabDNSServer, Record, RecordStore, answer, make_resolver
+from smtplab.dns.records import DNSQuery, Record, RecordStore, answer
+from smtplab.dns.server import LabDNSServer, make_resolver
 
 
 def lab_store() -> RecordStore:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from smtplab.dns.records import RecordStore
 from smtplab.dns.route import (
     Candidate,
     PermanentRouteError,
@@ -16,7 +17,7 @@ from smtplab.dns.route import (
     order_mx,
     resolve_route,
 )
-from smtplab.dns.server import LabDNSServer, RecordStore, make_resolver
+from smtplab.dns.server import LabDNSServer, make_resolver
 
 
 @pytest.fixture

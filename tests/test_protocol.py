@@ -5,6 +5,7 @@ from strategies import LINE, TEXT
 
 from smtplab.protocol.rules import (
     command_verb,
+    domain_of,
     dot_stuff,
     dot_unstuff,
     normalize_newlines,
@@ -154,3 +155,18 @@ def test_normalised_newlines_are_crlf_only_and_idempotent(data):
     out = normalize_newlines(data)
     assert out.count(b"\r") == out.count(b"\n") == out.count(b"\r\n")
     assert normalize_newlines(out) == out
+
+
+DOMAINS = [
+    ("bob@example.org", "example.org"),
+    ("Bob@Example.ORG", "example.org"),  # RFC 5321 §2.4: domains compare in any case
+    ("bob@example.org.", "example.org"),  # the root's trailing dot names the same domain
+    ("bob@example.org ", "example.org"),  # as a header address may end
+    ('"a@b"@example.org', "example.org"),  # a quoted local part may hold an "@"
+    ("example.org", "example.org"),  # no "@": the text is the domain
+]
+
+
+@pytest.mark.parametrize(("address", "domain"), DOMAINS)
+def test_the_domain_of_an_address_is_compared_in_one_form(address, domain):
+    assert domain_of(address) == domain

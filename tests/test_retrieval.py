@@ -20,8 +20,11 @@ from peers.smtp import wait_until
 
 from smtplab import Lab
 from smtplab.mailstore import dovecot as dovecot_module
-from smtplab.mailstore.dovecot import MailstoreUnavailable, find_dovecot
-from smtplab.mailstore.retrieval import fetch_mailbox, parse_retrieval
+from smtplab.mailstore import dovecot_conf
+from smtplab.mailstore.dovecot import find_dovecot
+from smtplab.mailstore.dovecot_conf import MailstoreUnavailable
+from smtplab.mailstore.retrieval import fetch_mailbox
+from smtplab.record.retrieval import parse_retrieval
 from smtplab.world import LOOPBACK
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -337,8 +340,8 @@ def test_as_root_a_folder_nobody_may_enter_is_named(tmp_path):
     closed = tmp_path / "closed"
     (closed / "lab").mkdir(parents=True)
     closed.chmod(0o700)
-    assert dovecot_module._blocked_folder(closed / "lab", 65534, 65534) == closed
-    assert dovecot_module._blocked_folder(Path("/tmp"), 65534, 65534) is None
+    assert dovecot_conf._blocked_folder(closed / "lab", 65534, 65534) == closed
+    assert dovecot_conf._blocked_folder(Path("/tmp"), 65534, 65534) is None
 
 
 @needs_dovecot

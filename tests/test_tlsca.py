@@ -13,10 +13,12 @@ import pytest
 from aiosmtpd.handlers import Sink
 from cryptography import x509
 
-from smtplab.record.recordings import WireJournal
-from smtplab.smtp.client import RecordingClient
+from smtplab.record.recordings import Recordings
+from smtplab.smtp.client import LabSMTP, RecordingClient
 from smtplab.smtp.controller import LabController
-from smtplab.tls.ca import Eavesdropper, LabCA, LabSMTP, LabSMTP_SSL
+from smtplab.tls import loopback
+from smtplab.tls.ca import LabCA
+from smtplab.tls.eavesdrop import Eavesdropper
 from smtplab.tls.records import client_hello_server_name
 
 MX1 = "mx1.example.org"
@@ -31,12 +33,12 @@ def ca(tmp_path: Path) -> LabCA:
 
 
 @pytest.fixture
-def journal() -> WireJournal:
-    return WireJournal()
+def journal() -> Recordings:
+    return Recordings()
 
 
 @pytest.fixture
-def starttls_server(ca: LabCA, journal: WireJournal) -> Iterator[LabController]:
+def starttls_server(ca: LabCA, journal: Recordings) -> Iterator[LabController]:
     """Port-25/587 style: plain text until the client says STARTTLS."""
     controller = LabController(
         Sink(), host_name=MX1, journal=journal, tls_context=ca.server_context(MX1)
@@ -47,7 +49,7 @@ def starttls_server(ca: LabCA, journal: WireJournal) -> Iterator[LabController]:
 
 
 @pytest.fixture
-def implicit_server(ca: LabCA, journal: WireJournal) -> Iterator[LabController]:
+def implicit_server(ca: LabCA, journal: Recordings) -> Iterator[LabController]:
     """Port-465 style (RFC 8314): TLS from the first byte."""
     controller = LabController(
         Sink(), host_name=MX1, journal=journal, ssl_context=ca.server_context(MX1)
@@ -58,9 +60,16 @@ def implicit_server(ca: LabCA, journal: WireJournal) -> Iterator[LabController]:
 
 
 def lab_client(port: int) -> RecordingClient:
-    """The lab's recording client, connecting by host name (it includes LabLoopbackMixin)."""
+    """The lab's recording client, connecting by host name (it is a LabSMTP)."""
     client = RecordingClient(MX1, client_name=CLIENT, timeout=TIMEOUT)
     client.connect(MX1, port)
+    return client
+
+
+def implicit_client(host: str, port: int, context: ssl.SSLContext) -> RecordingClient:
+    """Implicit TLS (port 465 style, RFC 8314) to a lab host name, as the lab's client does it."""
+    client = RecordingClient(host, client_name=CLIENT, timeout=TIMEOUT, implicit_tls=context)
+    client.connect(host, port)
     return client
 
 
@@ -104,7 +113,7 @@ def test_context_settings(ca: LabCA) -> None:
 
 
 def test_aiosmtpd_does_not_warn_about_the_server_context(
-    ca: LabCA, journal: WireJournal, caplog: pytest.LogCaptureFixture
+    ca: LabCA, journal: Recordings, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="mail.log"):
         controller = LabController(
@@ -128,11 +137,22 @@ def test_one_leaf_per_host(ca: LabCA, starttls_server: LabController) -> None:
     assert ca.describe("mx2.example.org")["san"] == ["mx2.example.org"]
 
 
+def test_a_key_pair_is_the_hosts_certificate_and_its_key(ca: LabCA, tmp_path: Path) -> None:
+    """What the lab hands its Dovecot: a chain for the host, and the key that goes with it."""
+    chain, key = ca.key_pair("imap.example.com")
+    (tmp_path / "chain.pem").write_bytes(chain)
+    (tmp_path / "key.pem").write_bytes(key)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "chain.pem", tmp_path / "key.pem")  # a mismatch raises
+    leaf = x509.load_pem_x509_certificate(chain)
+    assert leaf.subject.rfc4514_string().startswith("CN=imap.example.com")
+
+
 # --- STARTTLS: verify the name, not the address --------------------------------------------
 
 
 def test_starttls_verifies_the_host_name(
-    ca: LabCA, starttls_server: LabController, journal: WireJournal
+    ca: LabCA, starttls_server: LabController, journal: Recordings
 ) -> None:
     client = LabSMTP(MX1, starttls_server.port, local_hostname=CLIENT, timeout=TIMEOUT)
     assert client.sock is not None
@@ -171,17 +191,24 @@ def test_starttls_refuses_a_wrong_name_or_the_address(
     assert reason in failure.value.verify_message
 
 
+def test_a_client_made_before_it_connects_checks_the_name_it_connects_to(
+    ca: LabCA, starttls_server: LabController
+) -> None:
+    """smtplib checks STARTTLS against its constructor's host; the lab's client is made
+    first and connected later, so LabSMTP keeps the name given to connect()."""
+    client = RecordingClient("mx2.example.org", client_name=CLIENT, timeout=TIMEOUT)
+    client.connect("mx2.example.org", starttls_server.port)
+    with pytest.raises(ssl.SSLCertVerificationError) as failure:
+        client.starttls(context=ca.client_context())
+    assert "Hostname mismatch" in failure.value.verify_message
+    client.close()
+
+
 # --- implicit TLS (port 465 style) ----------------------------------------------------------
 
 
 def test_implicit_tls_verifies_the_host_name(ca: LabCA, implicit_server: LabController) -> None:
-    client = LabSMTP_SSL(
-        MX1,
-        implicit_server.port,
-        local_hostname=CLIENT,
-        timeout=TIMEOUT,
-        context=ca.client_context(),
-    )
+    client = implicit_client(MX1, implicit_server.port, ca.client_context())
     assert isinstance(client.sock, ssl.SSLSocket)
     assert client.sock.getpeername()[0] == "127.0.0.1"
     assert client.sock.server_hostname == MX1
@@ -196,14 +223,18 @@ def test_implicit_tls_refuses_a_wrong_name_or_the_address(
     ca: LabCA, implicit_server: LabController, host: str, reason: str
 ) -> None:
     with pytest.raises(ssl.SSLCertVerificationError) as failure:
-        LabSMTP_SSL(
-            host,
-            implicit_server.port,
-            local_hostname=CLIENT,
-            timeout=TIMEOUT,
-            context=ca.client_context(),
-        )
+        implicit_client(host, implicit_server.port, ca.client_context())
     assert reason in failure.value.verify_message
+
+
+def test_a_refused_certificate_closes_the_connection(
+    ca: LabCA, implicit_server: LabController
+) -> None:
+    sock = loopback.connect(implicit_server.port, TIMEOUT)
+    assert sock.getpeername()[0] == "127.0.0.1"
+    with pytest.raises(ssl.SSLCertVerificationError):
+        loopback.start_tls(sock, ca.client_context(), "mx2.example.org")
+    assert sock.fileno() == -1
 
 
 def test_the_system_store_does_not_trust_the_lab(implicit_server: LabController) -> None:
@@ -221,13 +252,7 @@ def test_another_lab_does_not_trust_this_one(
 ) -> None:
     other = LabCA(tmp_path / "other")
     with pytest.raises(ssl.SSLCertVerificationError):
-        LabSMTP_SSL(
-            MX1,
-            implicit_server.port,
-            local_hostname=CLIENT,
-            timeout=TIMEOUT,
-            context=other.client_context(),
-        )
+        implicit_client(MX1, implicit_server.port, other.client_context())
 
 
 # --- the eavesdropper -----------------------------------------------------------------------
@@ -238,7 +263,7 @@ def after(stream: bytes, marker: bytes) -> bytes:
 
 
 def test_eavesdropper_reads_until_starttls_then_sees_ciphertext(
-    ca: LabCA, starttls_server: LabController, journal: WireJournal
+    ca: LabCA, starttls_server: LabController, journal: Recordings
 ) -> None:
     with Eavesdropper(starttls_server.port) as eve:
         client = lab_client(eve.port)
@@ -282,11 +307,7 @@ def test_eavesdropper_on_implicit_tls_sees_no_text_at_all(
     ca: LabCA, implicit_server: LabController
 ) -> None:
     with Eavesdropper(implicit_server.port) as eve:
-        send_one(
-            LabSMTP_SSL(
-                MX1, eve.port, local_hostname=CLIENT, timeout=TIMEOUT, context=ca.client_context()
-            )
-        )
+        send_one(implicit_client(MX1, eve.port, ca.client_context()))
         sent, received = eve.data("client"), eve.data("server")
     assert sent[0] == received[0] == 0x16
     assert b"EHLO" not in sent

@@ -94,7 +94,7 @@ class StoredMessage:
 
     @property
     def notice(self) -> str | None:
-        """"could not be displayed: ..." with the size, for a message with a problem."""
+        """ "could not be displayed: ..." with the size, for a message with a problem."""
         return None if self.problem is None else reader.notice(self.problem, len(self.raw))
 
     @property

@@ -1,23 +1,16 @@
-"""Delivery status notifications: the DSN parameters and the report itself, with no I/O.
+"""Delivery status notifications: the report itself (RFC 3464), with no I/O.
 
 Theory of operation
 -------------------
-A sender asks for notifications with SMTP parameters (RFC 3461): ``RET`` and
-``ENVID`` on MAIL FROM, ``NOTIFY`` and ``ORCPT`` on RCPT TO. aiosmtpd refuses
-parameters it does not know, so the server splits the DSN ones off with
-:func:`split_mail_params` and :func:`split_rcpt_params`, keeps them with the
-queued message and writes them again for the next hop with :func:`mail_params`
-and :func:`rcpt_params`. ENVID and ORCPT travel as xtext (RFC 3461 §4), where
-``+XX`` stands for one byte, so that they never contain a space or ``=``.
-
-When the queue gives up or keeps waiting, when the MX delivers, or when a relay
-hands a message to a next hop without DSN (RFC 3461 §5.2; :func:`wants` decides
-from ``NOTIFY``), it builds a report with :func:`build_dsn`: a
-``multipart/report`` (RFC 6522) with a note for people, a
-``message/delivery-status`` for programs (RFC 3464), and the original message
-or only its headers (``RET``). The report goes out from the null reverse-path
-``MAIL FROM:<>``, and :func:`must_not_notify` refuses a report about a report,
-so two mail systems can never bounce mail at each other forever.
+A sender asks for notifications with the DSN parameters of RFC 3461
+(:mod:`smtplab.protocol.dsn_params`). When the queue gives up or keeps waiting, when
+the MX delivers, or when a relay hands a message to a next hop without DSN (RFC 3461
+§5.2; :func:`~smtplab.protocol.dsn_params.wants` decides from ``NOTIFY``), it builds
+a report with :func:`build_dsn`: a ``multipart/report`` (RFC 6522) with a note for
+people, a ``message/delivery-status`` for programs (RFC 3464), and the original
+message or only its headers (``RET``). The report goes out from the null
+reverse-path ``MAIL FROM:<>``, and :func:`must_not_notify` refuses a report about a
+report, so two mail systems can never bounce mail at each other forever.
 
 Every input, dates and Message-ID included, is passed in, and the MIME boundary
 is a hash of the content: the same report has the same bytes on every run.
@@ -27,30 +20,23 @@ is a hash of the content: the same report has the same bytes on every run.
 from __future__ import annotations
 
 import hashlib
-import re
 import textwrap
 from dataclasses import dataclass
+from email.message import Message
 from typing import Literal, cast
 
-from smtplab.errors import SmtplabError
 from smtplab.protocol import reader
-from smtplab.protocol.replies import BAD_DSN_PARAMETER
-from smtplab.protocol.rules import CRLF, normalize_newlines, parse_reply_line, split_enhanced
+from smtplab.protocol.dsn_params import Action, Ret
+from smtplab.protocol.rules import (
+    CRLF,
+    domain_of,
+    normalize_newlines,
+    parse_reply_line,
+    split_enhanced,
+)
 
-Ret = Literal["FULL", "HDRS"]
-Action = Literal["failed", "delayed", "delivered", "relayed", "expanded"]
 Kind = Literal["failed", "delayed", "delivered", "relayed"]
 
-#: The NOTIFY keywords in the order they are written (RFC 3461 §4.1).
-NOTIFY_KEYWORDS = ("SUCCESS", "FAILURE", "DELAY")
-#: What the sender gets without NOTIFY: failures only (DELAY is the MTA's choice; the lab says no).
-DEFAULT_NOTIFY = frozenset({"FAILURE"})
-ENVID_LIMIT = 100  # octets of xtext, RFC 3461 §4.4
-_ASKS_FOR = {"failed": "FAILURE", "delayed": "DELAY"} | dict.fromkeys(
-    ("delivered", "relayed", "expanded"), "SUCCESS"
-)
-_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-Fa-f]{2})*")
-_ADDR_TYPE = re.compile(r"[A-Za-z0-9-]+")
 _FOLD_AT = 78  # RFC 5322 §2.1.1: SHOULD stay under 78, MUST stay under 998
 _CHUNK = 900  # a word with no space to fold at is cut into pieces this long
 _SUBJECTS: dict[Kind, str] = {
@@ -90,123 +76,6 @@ _LABELS: dict[Kind, str] = {
 #: Text the lab cannot write as UTF-8 (a lone surrogate from an undecodable byte in an
 #: address) is written as an escape: a report is always built (RFC 5321 §6.1).
 _UNWRITABLE = "backslashreplace"
-
-
-class DSNParamError(SmtplabError, ValueError):
-    """A malformed DSN parameter; ``reply`` is what the server answers the command with."""
-
-    def __init__(self, keyword: str, why: str) -> None:
-        self.reply = BAD_DSN_PARAMETER(keyword=keyword, why=why)
-        super().__init__(self.reply)
-
-
-@dataclass(frozen=True)
-class MailDSN:
-    """MAIL FROM's DSN parameters: how much of the message to return, and the sender's id."""
-
-    ret: Ret | None = None
-    envid: str | None = None
-
-
-@dataclass(frozen=True)
-class RcptDSN:
-    """One RCPT TO's DSN parameters. An empty ``notify`` means NOTIFY was not given.
-
-    ``orcpt`` is ``type;address`` with the address decoded, e.g. ``rfc822;bob@example.org``.
-    """
-
-    notify: frozenset[str] = frozenset()
-    orcpt: str | None = None
-
-
-def xtext_encode(text: str) -> str:
-    """Write ``text`` as xtext: ``+``, ``=``, spaces, controls and non-ASCII become ``+XX``."""
-    return "".join(
-        c if "!" <= c <= "~" and c not in "+=" else "".join(f"+{b:02X}" for b in c.encode())
-        for c in text
-    )
-
-
-def xtext_decode(text: str, what: str = "xtext") -> str:
-    """Undo :func:`xtext_encode`; a malformed value is a 501 about ``what``."""
-    if not _XTEXT.fullmatch(text):
-        raise DSNParamError(what, "not xtext (RFC 3461 §4)")
-    raw = re.sub(rb"\+([0-9A-Fa-f]{2})", lambda m: bytes([int(m[1], 16)]), text.encode())
-    try:
-        return raw.decode()
-    except UnicodeDecodeError:
-        raise DSNParamError(what, "not UTF-8") from None
-
-
-def _take(params: list[str], keywords: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
-    """Pull ``KEYWORD=value`` words out of ``params``; the other words pass through as they are."""
-    rest: list[str] = []
-    found: dict[str, str] = {}
-    for word in params:
-        key, eq, value = word.partition("=")
-        key = key.upper()
-        if key not in keywords:
-            rest.append(word)
-        elif key in found:
-            raise DSNParamError(key, "given twice")
-        elif not eq or not value:
-            raise DSNParamError(key, "a value is required")
-        else:
-            found[key] = value
-    return rest, found
-
-
-def split_mail_params(params: list[str]) -> tuple[list[str], MailDSN]:
-    """Split RET and ENVID off MAIL FROM's parameters, e.g. ``["SIZE=300", "RET=HDRS"]``."""
-    rest, found = _take(params, ("RET", "ENVID"))
-    ret = found.get("RET", "").upper() or None
-    if ret not in (None, "FULL", "HDRS"):
-        raise DSNParamError("RET", "use RET=FULL or RET=HDRS")
-    envid = found.get("ENVID")
-    if envid is not None:
-        if len(envid) > ENVID_LIMIT:
-            raise DSNParamError("ENVID", f"longer than {ENVID_LIMIT} characters")
-        envid = xtext_decode(envid, "ENVID")
-    return rest, MailDSN(cast("Ret | None", ret), envid)
-
-
-def split_rcpt_params(params: list[str]) -> tuple[list[str], RcptDSN]:
-    """Split NOTIFY and ORCPT off RCPT TO's parameters, e.g. ``["NOTIFY=SUCCESS,FAILURE"]``."""
-    rest, found = _take(params, ("NOTIFY", "ORCPT"))
-    notify = frozenset(found.get("NOTIFY", "").upper().split(",")) - {""}
-    if "NOTIFY" in found:
-        if "" in found["NOTIFY"].split(",") or not notify <= {*NOTIFY_KEYWORDS, "NEVER"}:
-            raise DSNParamError("NOTIFY", "use NEVER, or SUCCESS, FAILURE, DELAY")
-        if "NEVER" in notify and len(notify) > 1:
-            raise DSNParamError("NOTIFY", "NEVER cannot be combined with other values")
-    orcpt = found.get("ORCPT")
-    if orcpt is not None:
-        kind, semicolon, address = orcpt.partition(";")
-        if not semicolon or not address or not _ADDR_TYPE.fullmatch(kind):
-            raise DSNParamError("ORCPT", "use ORCPT=rfc822;address")
-        orcpt = f"{kind};{xtext_decode(address, 'ORCPT')}"
-    return rest, RcptDSN(notify, orcpt)
-
-
-def wants(notify: frozenset[str], action: Action) -> bool:
-    """Whether a sender who gave ``notify`` asked to hear about ``action`` (RFC 3461 §4.1)."""
-    return _ASKS_FOR[action] in (notify or DEFAULT_NOTIFY)
-
-
-def mail_params(dsn: MailDSN) -> list[str]:
-    """MAIL FROM's DSN parameters for the next hop, which must see what the sender asked."""
-    words = [f"RET={dsn.ret}"] if dsn.ret else []
-    return words + ([f"ENVID={xtext_encode(dsn.envid)}"] if dsn.envid else [])
-
-
-def rcpt_params(dsn: RcptDSN) -> list[str]:
-    """RCPT TO's DSN parameters for the next hop, NOTIFY keywords in their usual order."""
-    order = [k for k in ("NEVER", *NOTIFY_KEYWORDS) if k in dsn.notify]
-    words = [f"NOTIFY={','.join(order)}"] if order else []
-    if dsn.orcpt is not None:
-        kind, _, address = dsn.orcpt.partition(";")
-        words.append(f"ORCPT={kind};{xtext_encode(address)}")
-    return words
 
 
 def must_not_notify(original_sender: str) -> bool:
@@ -307,7 +176,7 @@ def _why_stopped(report: Report) -> str:
 
 def _human(report: Report, copy: str) -> bytes:
     """The note for people; its wording follows the report's kind."""
-    domain = report.mailer_daemon.rpartition("@")[2]
+    domain = domain_of(report.mailer_daemon)
     paragraphs = [
         f"This is the mail system at host {report.reporting_mta}.",
         _INTROS[report.kind].format(copy=copy, why=_why_stopped(report)),
@@ -394,6 +263,8 @@ def summarize(dsn: bytes) -> list[dict[str, str]]:
         raise ValueError("not a delivery status notification (RFC 3464)")
     for part in message.walk():
         if part.get_content_type() == "message/delivery-status":
-            blocks = part.get_payload()
-            return [{name: str(value) for name, value in block.items()} for block in blocks[1:]]
+            blocks = part.get_payload()  # the per-message block, then one per recipient
+            if isinstance(blocks, list):
+                fields = cast(list[Message], blocks)[1:]
+                return [{name: str(v) for name, v in block.items()} for block in fields]
     raise ValueError("the report has no message/delivery-status part")

@@ -22,11 +22,7 @@ from collections.abc import Iterable, Mapping
 from email.message import EmailMessage
 
 from smtplab.errors import SmtplabError
-
-# RFC 5321 §4.1.2 Mailbox, kept simple: dot-atom local part (or UTF-8, RFC 6531) @ domain.
-_ADDRESS = re.compile(
-    r"^[^\s@<>()\[\],;:\"\\]+@[A-Za-z0-9\u0080-\uffff]([A-Za-z0-9\u0080-\uffff.-]*[A-Za-z0-9\u0080-\uffff])?$"
-)
+from smtplab.protocol.rules import is_typed_address
 
 
 class InvalidInput(SmtplabError, ValueError):
@@ -130,7 +126,7 @@ def check_address(field: str, address: str) -> str:
     address = check_header_text(field, address).strip()
     if not address:
         raise InvalidInput(field, "an address is required")
-    if not _ADDRESS.match(address) or ".." in address.rpartition("@")[2]:
+    if not is_typed_address(address):
         raise InvalidInput(field, f"{address!r} is not an address like name@example.org")
     return address
 

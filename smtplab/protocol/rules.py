@@ -16,8 +16,8 @@ DATA, where an enhanced status code sits in a reply) is written exactly once.
   and ``RCPT TO`` carry ``<local-part@domain>``, where the local part is a
   dot-string or a quoted string and the domain is host names or an address
   literal. An old source route (``<@relay:user@domain>``) is read and dropped.
-* Line limits (RFC 5321 §4.5.3.1): a command line is at most 512 octets and a
-  text line at most 1000, both counting the CRLF.
+* Line limits (RFC 5321 §4.5.3.1.4): a command line is at most 512 octets,
+  counting the CRLF.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ CRLF = b"\r\n"
 #: then a line holding one dot.
 DATA_TERMINATOR = b"\r\n.\r\n"
 COMMAND_LINE_LIMIT = 512
-TEXT_LINE_LIMIT = 1000
 
 # A header value may be folded onto continuation lines (RFC 5322 §2.2.3).
 _MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(?:\r?\n[ \t]+)?(<[^>\r\n]*>)", re.I | re.M)
@@ -52,6 +51,10 @@ _PATH = re.compile(
     rf"|(?P<bare>{_MAILBOX})(?=\s|$)",  # without <>, as many servers still accept
     re.IGNORECASE,
 )
+#: What a reader may type as an address: a path's Mailbox with an unquoted local part, in
+#: which dots may stand anywhere (``a..b@example.org`` goes to the server, whose path
+#: grammar above refuses it), and a domain name, not an address literal.
+_TYPED_ADDRESS = re.compile(rf"(?:{_ATOM}|\.)+@{_DOMAIN}")
 
 #: What each reply code means, from RFC 5321 §4.2.2 and §4.2.3 (plus 538 from
 #: RFC 4954 and 556 from RFC 7504). The transcript shows these on hover.
@@ -205,6 +208,18 @@ def parse_path(text: str) -> tuple[str, str, str] | None:
     address = match["path"] or match["bare"]
     local, _, _ = address.rpartition("@")  # a domain has no "@"; a quoted local part may
     return address, local or address, text[match.end() :].lstrip()
+
+
+def is_typed_address(text: str) -> bool:
+    """Whether ``text`` is an address a reader may give (``name@example.org``), with no
+    white space anywhere, quoting or address literal, before a server judges its path."""
+    return _TYPED_ADDRESS.fullmatch(text) is not None and not any(c.isspace() for c in text)
+
+
+def domain_of(address: str) -> str:
+    """The domain of ``local@domain`` as the lab compares domains: in lower case
+    (RFC 5321 §2.4) and without the root's trailing dot (``example.org.``)."""
+    return address.rpartition("@")[2].strip().rstrip(".").lower()
 
 
 def command_verb(line: str) -> str:

@@ -66,15 +66,15 @@ from dataclasses import replace
 
 from smtplab.mailstore.maildir import Maildir
 from smtplab.protocol.clock import LabClock
-from smtplab.protocol.dsn import MailDSN
-from smtplab.protocol.rules import message_id_of
+from smtplab.protocol.dsn_params import MailDSN
+from smtplab.protocol.rules import domain_of, message_id_of
 from smtplab.queue.attempt import Attempts, Hop
 from smtplab.queue.notices import Notices
 from smtplab.queue.settle import DEFAULT_POLICY, RetryPolicy
 from smtplab.queue.spool import QueuedRecipient, QueueEntry, Spool
 from smtplab.queue.transfer import Sessions
 from smtplab.record.journey import JourneyBook, Step
-from smtplab.record.recordings import WireJournal
+from smtplab.record.recordings import Recordings
 from smtplab.smtp.client import RecordingClient
 
 #: What callers import from here: the queue, what it takes, and the policy it follows.
@@ -94,7 +94,7 @@ class DeliveryQueue:
         hop: Hop,
         *,
         journeys: JourneyBook,
-        journal: WireJournal,
+        journal: Recordings,
         clock: LabClock,
         postmaster: Callable[[str], Maildir],
         policy: RetryPolicy = DEFAULT_POLICY,
@@ -192,7 +192,7 @@ class DeliveryQueue:
         qid = qid or self.spool.new_qid()
         by_domain: dict[str, list[QueuedRecipient]] = {}
         for rcpt in recipients:
-            by_domain.setdefault(rcpt.address.rpartition("@")[2].lower(), []).append(rcpt)
+            by_domain.setdefault(domain_of(rcpt.address), []).append(rcpt)
         arrival, now = self.clock.rfc5322(), time.time()
         message_id = message_id_of(message)
         return qid, [

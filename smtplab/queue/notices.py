@@ -17,17 +17,8 @@ from dataclasses import dataclass
 from typing import cast
 
 from smtplab.protocol.clock import LabClock
-from smtplab.protocol.dsn import (
-    Action,
-    MailDSN,
-    RcptDSN,
-    RecipientStatus,
-    Report,
-    Ret,
-    build_dsn,
-    must_not_notify,
-    wants,
-)
+from smtplab.protocol.dsn import RecipientStatus, Report, build_dsn, must_not_notify
+from smtplab.protocol.dsn_params import Action, MailDSN, RcptDSN, Ret, wants
 from smtplab.protocol.rules import message_id_of
 from smtplab.queue.settle import Disposition
 from smtplab.queue.spool import QueuedRecipient, QueueEntry

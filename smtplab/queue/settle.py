@@ -31,7 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from smtplab.protocol.dsn import Action, must_not_notify, wants
+from smtplab.protocol.dsn import must_not_notify
+from smtplab.protocol.dsn_params import Action, wants
 from smtplab.protocol.rules import split_enhanced
 from smtplab.queue.spool import QueuedRecipient, QueueEntry
 from smtplab.smtp.client import Outcome

@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-from smtplab.protocol.dsn import MailDSN, RcptDSN, Ret, mail_params, rcpt_params
+from smtplab.protocol.dsn_params import MailDSN, RcptDSN, Ret, mail_params, rcpt_params
 from smtplab.queue.settle import Handoff
 from smtplab.queue.spool import QueuedRecipient, QueueEntry
-from smtplab.record.recordings import WireJournal
+from smtplab.record.recordings import Recordings
 from smtplab.record.wirelog import WireLog
 from smtplab.smtp.client import Outcome, RecordingClient, quit_quietly, transact, wire_order
 
@@ -45,7 +45,7 @@ class Sessions:
     def __init__(
         self,
         client_name: str,
-        journal: WireJournal,
+        journal: Recordings,
         *,
         more_for: Callable[[str], bool],
         open_client: Callable[[RecordingClient], None],

@@ -1,4 +1,5 @@
 """What the lab remembers.
 
-The wire log of each connection, the registry of recordings, transcripts and journeys.
+The wire log of each connection, the registry of recordings, SMTP and POP3/IMAP
+transcripts, and journeys.
 """

@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from smtplab.record.transcript import Transcript
 from smtplab.record.wirelog import WireLog
@@ -173,7 +173,7 @@ class Journey:
     def __str__(self) -> str:
         return "\n".join(str(step) for step in self.steps)
 
-    def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython's plain-text hook
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython's plain-text hook
         printer.text(f"Journey of {self.message_id}\n{self}")
 
     def _repr_html_(self) -> str:

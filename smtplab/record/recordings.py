@@ -33,8 +33,9 @@ DEFAULT_KEEP = 2000
 DEFAULT_MAX_BYTES = 256 << 20
 
 
-class WireJournal:
-    """A bounded, thread-safe record of the lab's connections (both ends)."""
+class Recordings:
+    """The lab's recordings: a bounded, thread-safe registry of its connections (both
+    ends). A lab keeps one as ``lab.journal``."""
 
     def __init__(self, keep: int = DEFAULT_KEEP, max_bytes: int = DEFAULT_MAX_BYTES):
         self.keep = keep

@@ -33,7 +33,12 @@ MASK = "********"
 CLIENT_PREFIX = " -> "
 SERVER_PREFIX = "<-  "
 INFO_PREFIX = "=== "
-_PREFIX: dict[Side, str] = {"client": CLIENT_PREFIX, "server": SERVER_PREFIX, "info": INFO_PREFIX}
+#: How a line of any transcript (SMTP, POP3, IMAP) starts, by who said it.
+SIDE_PREFIX: dict[Side, str] = {
+    "client": CLIENT_PREFIX,
+    "server": SERVER_PREFIX,
+    "info": INFO_PREFIX,
+}
 _COLOUR: dict[Side, str] = {"client": "#1f5fa8", "server": "#2e7d32", "info": "#757575"}
 
 
@@ -242,7 +247,7 @@ class Transcript:
         rows = []
         for line in self.lines(full_data=full_data):
             stamp = f"[{line.event.t:7.3f}s] " if times else ""
-            rows.append(f"{stamp}{_PREFIX[line.side]}{line.text}")
+            rows.append(f"{stamp}{SIDE_PREFIX[line.side]}{line.text}")
         return "\n".join(rows)
 
     def __str__(self) -> str:
@@ -269,15 +274,16 @@ def _data_summary(data: Data) -> str:
     return data_summary(len(data.lines), len(dot_unstuff(data.wire)))
 
 
-def _html_line(side: Side, body: str) -> str:
-    prefix = html.escape(_PREFIX[side])
+def html_line(side: Side, body: str) -> str:
+    """One transcript line as HTML: ``body`` (already escaped) after its side's prefix."""
+    prefix = html.escape(SIDE_PREFIX[side])
     return f'<div style="color:{_COLOUR[side]};white-space:pre">{prefix}{body}</div>'
 
 
 def _html_reply_line(event: Reply, text: str) -> str:
     code, rest = text[:3], html.escape(text[3:])
     tip = html.escape(f"{event.code}: {event.meaning}", quote=True)
-    return _html_line("server", f'<b title="{tip}" style="cursor:help">{code}</b>{rest}')
+    return html_line("server", f'<b title="{tip}" style="cursor:help">{code}</b>{rest}')
 
 
 def transcript_html(transcript: Transcript) -> str:
@@ -297,12 +303,16 @@ def transcript_html(transcript: Transcript) -> str:
                 f'<details style="color:{_COLOUR["client"]}"><summary style="white-space:pre">'
                 f"{html.escape(CLIENT_PREFIX)}{html.escape(_data_summary(event))}</summary>"
                 f'<pre style="margin:0 0 0 4ch;color:inherit">{body}</pre></details>'
-                + _html_line("client", ".")
+                + html_line("client", ".")
             )
         else:
-            rows.append(_html_line(line.side, html.escape(line.text)))
-    title = html.escape(f"{transcript.hop} (recorded by the {transcript.view})")
+            rows.append(html_line(line.side, html.escape(line.text)))
+    return transcript_frame(f"{transcript.hop} (recorded by the {transcript.view})", rows)
+
+
+def transcript_frame(title: str, rows: list[str]) -> str:
+    """The box every transcript is shown in: a bold title over its rows of HTML."""
     return (
         '<div class="smtplab-transcript" style="font-family:monospace;font-size:12px">'
-        f'<div style="font-weight:bold">{title}</div>{"".join(rows)}</div>'
+        f'<div style="font-weight:bold">{html.escape(title)}</div>{"".join(rows)}</div>'
     )

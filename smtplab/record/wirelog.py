@@ -29,7 +29,7 @@ stops, for both sides at once (a ``cut`` chunk says where and why): a transcript
 never shows a client's later command (an IMAP ``LOGOUT``) without the server
 data it answered, and a line cut short is not taken for one the peer left
 unfinished. At the close a note counts what was not recorded. A log in
-a :class:`~smtplab.record.recordings.WireJournal` also reports what it costs in memory
+a :class:`~smtplab.record.recordings.Recordings` also reports what it costs in memory
 (``CHUNK_COST`` per chunk beyond its bytes), so that the journal can keep all
 its recordings under one byte budget.
 """
@@ -89,7 +89,7 @@ class WireLog:
     closed: threading.Event = field(default_factory=threading.Event)
     #: Bytes the chunks take in memory (``CHUNK_COST`` each beyond their payload).
     cost: int = 0
-    #: Told of every chunk's cost: the journal's byte budget (see WireJournal).
+    #: Told of every chunk's cost: the journal's byte budget (see Recordings).
     budget: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
     #: True once :meth:`discard` dropped the recorded bytes.
     dropped: bool = False
@@ -174,13 +174,13 @@ class ReadTap:
         self._wire = wire
 
     def readline(self, size: int | None = -1) -> bytes:
-        data = self._inner.readline(size)
+        data: bytes = self._inner.readline(size)
         if data:
             self._wire.record("server", data)
         return data
 
     def read(self, size: int = -1) -> bytes:
-        data = self._inner.read(size)
+        data: bytes = self._inner.read(size)
         if data:
             self._wire.record("server", data)
         return data

@@ -41,7 +41,7 @@ from smtplab.protocol.replies import (
     TOO_MANY_HOPS,
     USER_UNKNOWN,
 )
-from smtplab.protocol.rules import count_received, normalize_newlines
+from smtplab.protocol.rules import count_received, domain_of, normalize_newlines
 from smtplab.queue.delivery import DeliveryQueue
 from smtplab.queue.spool import QueuedRecipient
 from smtplab.smtp._aiosmtpd import ListsOnlyHooks
@@ -52,10 +52,6 @@ if TYPE_CHECKING:
 
 #: RFC 5321 §6.3 asks for a threshold of at least 100 Received: headers.
 MAX_HOPS = 100
-
-
-def domain_of(address: str) -> str:
-    return address.rpartition("@")[2].lower()
 
 
 def reverse_path(envelope: Envelope) -> str:

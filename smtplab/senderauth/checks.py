@@ -18,12 +18,12 @@ check a claim against DNS records that only the domain's owner can publish:
 
 The cryptography and the policy logic are well-kept libraries: `pyspf` for SPF,
 `dkimpy` for DKIM, `dmarc` for DMARC evaluation, and `publicsuffixlist` (its
-bundled list, never downloaded) for organizational domains. What this module adds
+bundled list, never downloaded) for organizational domains. What the lab adds
 is the plumbing that makes every one of them ask **only the lab DNS**: each check
 takes a resolver from :func:`smtplab.dns.server.make_resolver`, and pyspf, which has no
-resolver parameter, gets its documented module hook (``spf.DNSLookup``) pointed
-at a lookup that refuses to run without a lab resolver. Nothing here can query
-the Internet.
+resolver parameter, gets its documented module hook (:mod:`smtplab.senderauth.lookups`).
+Nothing here can query the Internet. This module checks SPF and DMARC and writes the
+result; DKIM signing and verifying are in :mod:`smtplab.senderauth.signatures`.
 
 :func:`authenticate` runs all three and returns an :class:`Authentication`, whose
 :meth:`~Authentication.header` is the ``Authentication-Results:`` field of
@@ -32,92 +32,26 @@ RFC 8601 that a receiving server adds. All functions are pure apart from DNS.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import contextvars
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import getaddresses
-from functools import cache
 from typing import Any
 
 import dkim
 import dmarc
 import dns.exception
-import dns.resolver
 import spf
-from cryptography.hazmat.primitives import serialization
-from publicsuffixlist import PublicSuffixList
 
-Resolver = dns.resolver.Resolver
-
-# --- DNS: every lookup goes through a lab resolver ---------------------------------------
-
-_spf_resolver: contextvars.ContextVar[Resolver | None] = contextvars.ContextVar(
-    "smtplab_spf_resolver", default=None
+from smtplab.protocol.rules import domain_of
+from smtplab.senderauth.lookups import (
+    Resolver,
+    organizational_domain,
+    spf_resolver,
+    txt_records,
 )
-
-
-def _spf_lookup(name: str, qtype: str, strict: bool = True, timeout: float = 30) -> list[Any]:
-    """pyspf's DNS hook (``spf.DNSLookup``), answering only from the lab resolver.
-
-    Same results as pyspf's own dnspython lookup: ``[((name, type), value), ...]``.
-    Without a lab resolver it raises a temporary error instead of asking the
-    system's resolver, so no SPF check in this process can reach the Internet.
-    """
-    resolver = _spf_resolver.get()
-    if resolver is None:
-        raise spf.TempError("DNS: smtplab resolves through the lab DNS only; no lab resolver")
-    try:
-        answer = resolver.resolve(name, qtype, raise_on_no_answer=False)
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-        return []
-    except dns.exception.DNSException as error:
-        raise spf.TempError(f"DNS {error}") from error
-    found: list[Any] = []
-    for rdata in answer.rrset or ():
-        if qtype in ("A", "AAAA"):
-            found.append(((name, qtype), rdata.address))
-        elif qtype == "MX":
-            found.append(((name, qtype), (rdata.preference, rdata.exchange)))
-        elif qtype == "PTR":
-            found.append(((name, qtype), rdata.target.to_text(True)))
-        elif qtype in ("TXT", "SPF"):
-            found.append(((name, qtype), rdata.strings))
-    return found
-
-
-# pyspf's documented hook for a custom resolver (its maintainer's answer in
-# sdgathman/pyspf#29). Set once, for the whole process: see _spf_lookup.
-spf.DNSLookup = _spf_lookup
-
-
-def txt_records(resolver: Resolver, name: str) -> list[str]:
-    """The TXT records at ``name`` (each one's strings joined); [] when there are none.
-
-    Raises :class:`dns.exception.DNSException` when DNS itself fails.
-    """
-    try:
-        answer = resolver.resolve(name, "TXT", raise_on_no_answer=False)
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-        return []
-    return [b"".join(rdata.strings).decode("utf-8", "replace") for rdata in answer.rrset or ()]
-
-
-def domain_of(address: str) -> str:
-    return address.rpartition("@")[2].strip().rstrip(".").lower()
-
-
-@cache
-def _public_suffixes() -> PublicSuffixList:
-    return PublicSuffixList()  # the list bundled with the package: no download
-
-
-def organizational_domain(domain: str) -> str:
-    """``news.example.com`` → ``example.com``: one label below the public suffix (RFC 7489 §3.2)."""
-    return _public_suffixes().privatesuffix(domain.lower()) or domain.lower()
-
+from smtplab.senderauth.signatures import DKIMResult, verify_dkim
 
 # --- SPF (RFC 7208), checked by pyspf ------------------------------------------------------
 
@@ -154,156 +88,9 @@ def check_spf(resolver: Resolver, ip: str, mail_from: str, helo: str) -> SPFResu
     """SPF's check_host() for a client at ``ip`` (RFC 7208 §4), through the lab DNS."""
     identity = "mailfrom" if mail_from else "helo"
     domain = domain_of(mail_from) if mail_from else helo.lower()
-    token = _spf_resolver.set(resolver)
-    try:
+    with spf_resolver(resolver):
         result, explanation = spf.check2(i=ip, s=mail_from, h=helo, querytime=0, timeout=5)
-    finally:
-        _spf_resolver.reset(token)
     return SPFResult(str(result), ip, domain, identity, str(explanation))
-
-
-# --- DKIM (RFC 6376), signed and verified by dkimpy ------------------------------------------
-
-
-@dataclass(frozen=True)
-class DKIMKey:
-    """A signing key for ``domain``: the private half signs, the public half goes in DNS."""
-
-    domain: str
-    selector: str
-    private_pem: bytes = field(repr=False)
-
-    @property
-    def record_name(self) -> str:
-        """Where verifiers look for the public key (RFC 6376 §3.6.2.1)."""
-        return f"{self.selector}._domainkey.{self.domain}"
-
-    @property
-    def public_key(self) -> str:
-        """The public key, base64 DER SubjectPublicKeyInfo, as the record's ``p=`` tag."""
-        key = serialization.load_pem_private_key(self.private_pem, password=None)
-        der = key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        return base64.b64encode(der).decode("ascii")
-
-    def record(self) -> str:
-        """The TXT record in zone-file syntax, split into strings of at most 255 bytes."""
-        text = f"v=DKIM1; k=rsa; p={self.public_key}"
-        return " ".join(f'"{text[i : i + 255]}"' for i in range(0, len(text), 255))
-
-
-class _LabDKIM(dkim.DKIM):
-    """dkimpy's signer with the ``t=`` tag from the lab clock.
-
-    ``DKIM.sign`` takes the time from ``time.time()`` with no parameter (only its
-    ARC signer has one), which would make every signature differ from run to run.
-    The tags pass through :meth:`gen_header` before anything is hashed, so the
-    lab's timestamp goes in there.
-    """
-
-    def __init__(self, message: bytes, timestamp: int):
-        super().__init__(message)
-        self._timestamp = str(timestamp).encode("ascii")
-
-    def gen_header(self, fields: list[tuple[bytes, bytes]], *args: Any, **kwargs: Any) -> Any:
-        fields = [(tag, self._timestamp if tag == b"t" else value) for tag, value in fields]
-        return super().gen_header(fields, *args, **kwargs)
-
-
-def dkim_sign(message: bytes, key: DKIMKey, timestamp: int) -> bytes:
-    """``message`` with a DKIM-Signature field on top (relaxed/relaxed, rsa-sha256).
-
-    dkimpy picks the header fields to sign from RFC 6376 §5.4's list (From,
-    Subject, Date, To, Message-ID, ...) and signs From twice, so that a second
-    From: added later breaks the signature.
-    """
-    signer = _LabDKIM(message, timestamp)
-    signature = signer.sign(
-        key.selector.encode(),
-        key.domain.encode(),
-        key.private_pem,
-        canonicalize=(b"relaxed", b"relaxed"),
-    )
-    return bytes(signature) + message
-
-
-@dataclass(frozen=True)
-class DKIMResult:
-    """The verdict on one DKIM-Signature (RFC 6376 §6.1; results as in RFC 8601 §2.7.1)."""
-
-    result: str  # pass, fail, neutral, temperror or permerror
-    domain: str  # d=
-    selector: str  # s=
-    reason: str = ""
-    signed_headers: tuple[str, ...] = ()  # h=
-
-    def resinfo(self) -> str:
-        parts = [f"dkim={self.result}"]
-        if self.reason:
-            parts.append('reason="{}"'.format(self.reason.replace('"', "'")))
-        if self.domain:
-            parts.append(f"header.d={self.domain}")
-        if self.selector:
-            parts.append(f"header.s={self.selector}")
-        return " ".join(parts)
-
-
-def _tags(value: bytes) -> dict[bytes, bytes]:
-    try:
-        return dkim.util.parse_tag_value(value)
-    except dkim.util.InvalidTagValueList:
-        return {}
-
-
-def verify_dkim(resolver: Resolver, message: bytes) -> list[DKIMResult]:
-    """Verify every DKIM-Signature in ``message``, fetching keys from the lab DNS.
-
-    An empty list means the message is not signed (``dkim=none``).
-    """
-    verifier = dkim.DKIM(message)
-    signatures = [v for k, v in verifier.headers if k.lower() == b"dkim-signature"]
-    results = []
-    for index, raw in enumerate(signatures):
-        tags = _tags(raw)
-        domain = tags.get(b"d", b"").decode("ascii", "replace")
-        selector = tags.get(b"s", b"").decode("ascii", "replace")
-        signed = tuple(
-            h.strip().decode("ascii", "replace").lower()
-            for h in re.split(rb":", re.sub(rb"\s+", b"", tags.get(b"h", b"")))
-            if h.strip()
-        )
-        lookups: list[str] = []
-
-        def dnsfunc(name: bytes | str, timeout: float = 5, lookups: list[str] = lookups) -> Any:
-            qname = name.decode("ascii") if isinstance(name, bytes) else name
-            try:
-                records = txt_records(resolver, qname)
-            except dns.exception.DNSException as error:
-                lookups.append("temperror")
-                raise dkim.DnsTimeoutError(str(error)) from error
-            lookups.append("found" if records else "missing")
-            return records[0].encode() if records else None
-
-        try:
-            ok = verifier.verify(idx=index, dnsfunc=dnsfunc)
-        except dkim.ValidationError as error:  # the body changed, or a malformed signature
-            body = "body hash" in str(error)
-            verdict = ("fail", "body hash did not verify") if body else ("permerror", str(error))
-        except dkim.DKIMException as error:
-            verdict = ("permerror", str(error))
-        else:
-            if ok:
-                verdict = ("pass", "")
-            elif lookups[-1:] == ["temperror"]:
-                verdict = ("temperror", "key lookup failed")
-            elif lookups[-1:] == ["missing"]:
-                verdict = ("permerror", "no key for signature")
-            else:  # the hash over the signed header fields no longer matches
-                verdict = ("fail", "signature did not verify")
-        result, reason = verdict
-        results.append(DKIMResult(result, domain, selector, reason, signed))
-    return results
 
 
 # --- DMARC (RFC 7489), evaluated by the dmarc package --------------------------------------

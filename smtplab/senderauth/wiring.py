@@ -45,19 +45,18 @@ from typing import Any, Literal
 
 from dns.resolver import Resolver
 
-from smtplab.dns.server import RecordStore
+from smtplab.dns.records import RecordStore
 from smtplab.protocol import reader
 from smtplab.protocol.clock import LabClock
 from smtplab.protocol.replies import DMARC_REJECT, SPAM_REJECT
 from smtplab.protocol.rules import message_id_of
 from smtplab.senderauth.checks import (
     Authentication,
-    DKIMKey,
     authenticate,
-    dkim_sign,
     from_domains,
     remove_results_claiming,
 )
+from smtplab.senderauth.signatures import DKIMKey, dkim_sign
 from smtplab.senderauth.spam import Score, SpamFilter
 from smtplab.world import LOOPBACK, World
 

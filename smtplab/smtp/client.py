@@ -2,9 +2,9 @@
 
 smtplib writes through :meth:`smtplib.SMTP.send` and reads replies through
 the file object that :meth:`smtplib.SMTP.getreply` creates, so those are the two
-places we record. It connects to a lab host name, which
-:class:`~smtplab.tls.ca.LabLoopbackMixin` maps to 127.0.0.1, so certificates are
-checked against the name and transcripts name hosts, not ports.
+places we record. It is a :class:`LabSMTP`: it connects to a lab host name on
+127.0.0.1 (:mod:`smtplab.tls.loopback`), so certificates are checked against the
+name and transcripts name hosts, not ports.
 
 smtplib is kept for what does not show in a transcript: reading replies and the
 EHLO keywords, STARTTLS, AUTH, dot-stuffing, timeouts. The command lines are the
@@ -22,17 +22,33 @@ import socket
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smtplab.protocol.rules import dot_stuff, split_enhanced
-from smtplab.record.recordings import WireJournal
+from smtplab.record.recordings import Recordings
 from smtplab.record.wirelog import ReadTap, WireLog
-from smtplab.tls.ca import LabLoopbackMixin
+from smtplab.tls import loopback
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 DEFAULT_TIMEOUT = 10.0
 
 
-class RecordingClient(LabLoopbackMixin, smtplib.SMTP):
+class LabSMTP(smtplib.SMTP):
+    """``smtplib.SMTP("mx1.example.org", port)`` reaching the lab on 127.0.0.1.
+
+    smtplib checks a certificate (STARTTLS) against the host its constructor was
+    given; a client made first and connected later has none, so the host given
+    to ``connect()`` is kept for the check here.
+    """
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        self._host = host  # smtplib's name for STARTTLS's server_hostname
+        return loopback.connect(port, timeout, self.source_address)
+
+
+class RecordingClient(LabSMTP):
     """smtplib.SMTP that records the conversation into a WireLog (client view).
 
     Connect it to a lab *host name*: it reaches 127.0.0.1 (or ``port``'s
@@ -44,7 +60,7 @@ class RecordingClient(LabLoopbackMixin, smtplib.SMTP):
         server_name: str,
         *,
         client_name: str,
-        journal: WireJournal | None = None,
+        journal: Recordings | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         implicit_tls: ssl.SSLContext | None = None,
     ):
@@ -56,7 +72,6 @@ class RecordingClient(LabLoopbackMixin, smtplib.SMTP):
         self.piggyback = b""
         self.wire: WireLog | None = None
         super().__init__(local_hostname=client_name, timeout=timeout)
-        self._host = server_name  # what smtplib verifies the certificate against
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         sock = super()._get_socket(host, port, timeout)
@@ -67,7 +82,7 @@ class RecordingClient(LabLoopbackMixin, smtplib.SMTP):
         if self.journal is not None:
             self.journal.opened(self.wire)
         if self.implicit_tls is not None:  # port 465 (RFC 8314): TLS before the greeting
-            sock = self.implicit_tls.wrap_socket(sock, server_hostname=self.server_name)
+            sock = loopback.start_tls(sock, self.implicit_tls, self.server_name)
             self._note_tls(sock)
         return sock
 
@@ -101,8 +116,8 @@ class RecordingClient(LabLoopbackMixin, smtplib.SMTP):
         self.putcmd("RCPT", path_argument("TO", recip, options if self.does_esmtp else ()))
         return self.getreply()
 
-    def send(self, s: str | bytes) -> None:
-        data = s.encode(self.command_encoding) if isinstance(s, str) else s
+    def send(self, s: str | ReadableBuffer) -> None:
+        data = s.encode(self.command_encoding) if isinstance(s, str) else bytes(s)
         data, self.piggyback = data + self.piggyback, b""
         if self.sock is not None and self.wire is not None:
             self.wire.record("client", data)
@@ -308,12 +323,13 @@ def transact(
                 outcomes[rcpt] = Outcome(rcpt, code, _text(reply), "RCPT")
         accepted = [r for r in recipients if r not in outcomes]
         if accepted:
+            data_reply: bytes | str
             try:
-                code, reply = client.data(message)
+                code, data_reply = client.data(message)
             except smtplib.SMTPDataError as error:
-                code, reply = error.smtp_code, error.smtp_error
+                code, data_reply = error.smtp_code, error.smtp_error
             for rcpt in accepted:
-                outcomes[rcpt] = Outcome(rcpt, code, _text(reply), "DATA")
+                outcomes[rcpt] = Outcome(rcpt, code, _text(data_reply), "DATA")
         else:
             client.rset()
         if finish:

@@ -30,7 +30,7 @@ import warnings
 from asyncio import sslproto
 from typing import Any
 
-from smtplab.record.recordings import WireJournal
+from smtplab.record.recordings import Recordings
 from smtplab.smtp._aiosmtpd import AiosmtpdController
 from smtplab.smtp.faults import Faults
 from smtplab.smtp.session import RecordingSMTP
@@ -75,7 +75,7 @@ class LabController(AiosmtpdController):
         handler: Any,
         *,
         host_name: str,
-        journal: WireJournal,
+        journal: Recordings,
         smtp_class: type[RecordingSMTP] = RecordingSMTP,
         faults: Faults | None = None,
         port: int = 0,

@@ -25,9 +25,13 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import getaddresses
+from typing import TYPE_CHECKING
 
 from smtplab.errors import SmtplabError
 from smtplab.protocol.rules import DATA_TERMINATOR, dot_stuff
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 #: The connections way 4 opens at once: Postfix's default_destination_concurrency_limit.
 CONNECTIONS = 20
@@ -111,8 +115,8 @@ class CountingSMTP(smtplib.SMTP):
             timeout=destination.timeout,
         )
 
-    def send(self, s: str | bytes) -> None:
-        data = s.encode("ascii") if isinstance(s, str) else s
+    def send(self, s: str | ReadableBuffer) -> None:
+        data = s.encode("ascii") if isinstance(s, str) else bytes(s)
         self._sent.append(_label(data))
         super().send(s)
 

@@ -45,7 +45,7 @@ from typing import Any, cast
 
 from aiosmtpd.smtp import Envelope, syntax
 
-from smtplab.protocol.dsn import (
+from smtplab.protocol.dsn_params import (
     DSNParamError,
     MailDSN,
     RcptDSN,
@@ -54,7 +54,7 @@ from smtplab.protocol.dsn import (
 )
 from smtplab.protocol.replies import LOCAL_ERROR, TIMEOUT, TLS_ACTIVE, TOO_MANY_CONNECTIONS
 from smtplab.protocol.rules import COMMAND_LINE_LIMIT, CRLF, parse_path
-from smtplab.record.recordings import WireJournal
+from smtplab.record.recordings import Recordings
 from smtplab.record.wirelog import WireLog
 from smtplab.smtp._aiosmtpd import STOCK_REPLIES
 from smtplab.smtp.auth import AuthenticatingSession
@@ -101,7 +101,7 @@ class RecordingSMTP(AuthenticatingSession):
         self,
         handler: Any,
         *,
-        journal: WireJournal | None,
+        journal: Recordings | None,
         faults: Faults,
         extensions: frozenset[str] = LAB_EXTENSIONS,
         max_recipients: int = MAX_RECIPIENTS,

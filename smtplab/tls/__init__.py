@@ -1,4 +1,5 @@
 """TLS for the lab.
 
-A private certificate authority and an eavesdropper that shows what TLS hides.
+A private certificate authority, connections that reach a lab host name on 127.0.0.1 and
+check its certificate, and an eavesdropper that shows what TLS hides.
 """
