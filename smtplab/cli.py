@@ -59,18 +59,21 @@ from smtplab.record.journey import Step
 from smtplab.record.wirelog import WireLog
 from smtplab.smtp.client import RecordingClient, open_session, transact
 from smtplab.world import (
+    CLIENT_HOST,
+    ROLES,
     SMTP_ROLES,
     Domain,
     ServerSpec,
     User,
     World,
     check_password,
+    mailstore_role,
 )
 
 STATE_FILE = "lab.json"
 DEFAULT_SUBJECT = "Test from smtplab send"
 DEFAULT_BODY = "This is a test message, sent with smtplab send."
-DEFAULT_HELO = "client.example.com"
+DEFAULT_HELO = CLIENT_HOST
 #: The queue's steps that ``smtplab up`` prints as they happen (route lookups are left out).
 QUEUE_EVENTS = frozenset(
     {"queued", "attempt", "retry", "delivered", "relayed", "bounced", "dsn"}
@@ -550,25 +553,25 @@ def _send(args: argparse.Namespace) -> int:
         submission = [
             s
             for s in state["servers"]
-            if s["role"] == "submission" and _domain(sender) in s["domains"]
+            if s["role"] in ROLES and ROLES[s["role"]].client_default
+            and _domain(sender) in s["domains"]
         ]
         if not submission:
             raise CLIError(f"no submission server serves {_domain(sender)}: pass --via HOST")
         server = submission[0]
-    role, context = server["role"], _context(state)
+    role, context = ROLES[server["role"]], _context(state)
     client = RecordingClient(
         server["host"],
         client_name=helo,
-        implicit_tls=context if role == "submissions" else None,
+        implicit_tls=context if role.implicit_tls else None,
     )
     try:
         client.connect(server["host"], server["port"])
     except OSError as error:
         raise CLIError(f"cannot connect to {server['host']}: {error}") from None
-    submitting = role in ("submission", "submissions")
-    login = (sender, _password(state, sender, args.password)) if submitting else None
+    login = (sender, _password(state, sender, args.password)) if role.auth_required else None
     outcomes = open_session(
-        client, recipients, context=context if role == "submission" else None, login=login
+        client, recipients, context=context if role.starttls_required else None, login=login
     )
     if outcomes is None:
         outcomes = transact(client, sender, recipients, raw)
@@ -585,7 +588,7 @@ def _fetch(args: argparse.Namespace) -> int:
     if args.password is not None:
         check_password("password", args.password)
     state = _state(args)
-    role = f"{args.protocol}s" if args.tls == "implicit" else args.protocol
+    role = mailstore_role(args.protocol, implicit_tls=args.tls == "implicit")
     listeners = [s for s in state["servers"] if s["role"] == role]
     if not listeners:
         raise CLIError("this lab runs no POP3/IMAP (install Dovecot and restart `smtplab up`)")

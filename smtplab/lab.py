@@ -21,7 +21,6 @@ import atexit
 import contextlib
 import html
 import itertools
-import random
 import socket
 import tempfile
 import threading
@@ -35,7 +34,7 @@ from typing import Any
 
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from smtplab.dns.route import Route, resolve_route
+from smtplab.dns.route import Route
 from smtplab.dns.server import LabDNSServer, RecordStore, make_resolver
 from smtplab.errors import SmtplabError
 from smtplab.mailstore.dovecot import Dovecot, MailstoreUnavailable
@@ -52,12 +51,13 @@ from smtplab.protocol.message import (
     check_parameter_words,
 )
 from smtplab.protocol.rules import message_id_of
-from smtplab.queue.delivery import DeliveryQueue, Hop, RetryPolicy
+from smtplab.queue.delivery import DeliveryQueue, RetryPolicy
 from smtplab.queue.spool import Spool
 from smtplab.record.journey import Journey, JourneyBook, Step
 from smtplab.record.recordings import WireJournal
 from smtplab.record.transcript import Transcript
 from smtplab.record.wirelog import WireLog
+from smtplab.routing import Router
 from smtplab.senderauth.wiring import LabAuthenticity
 from smtplab.smtp.client import Outcome, RecordingClient, open_session, opportunistic_tls, transact
 from smtplab.smtp.conversation import Conversation
@@ -68,10 +68,12 @@ from smtplab.smtp.server import LAB_EXTENSIONS, LabController
 from smtplab.tls.ca import Eavesdropper, LabCA
 from smtplab.world import (
     LOOPBACK,
+    ROLES,
     ServerSpec,
     World,
     check_password,
     default_world,
+    mailstore_role,
     port_plan,
     server_listing,
 )
@@ -325,14 +327,9 @@ class Lab:
         self.root = Path(root or self._folder.name)  # type: ignore[union-attr]
         self._root_lock = RootLock(self.root)  # InvalidInput if another lab uses it
         self.maildirs: dict[str, Maildir] = {}
-        self._rng = random.Random(seed)
-        self._routes: dict[tuple[str, str], tuple[int, Route]] = {}
-        self._routes_lock = threading.Lock()
         self._message_ids = itertools.count(1)
         self.servers: dict[str, LabServer] = {}
         self.queues: dict[str, DeliveryQueue] = {}
-        self.external: dict[str, int] = {}
-        self._taps: dict[str, int] = {}
         self.mailstore: Dovecot | None = None
         self.mailstore_unavailable: str | None = None if retrieval else "not asked for"
         self.auth: LabAuthenticity | None = None
@@ -347,6 +344,9 @@ class Lab:
             self.dns = self._zones()
             self.dns_server = LabDNSServer(self.dns, port=self.ports.get("dns", 0)).start()
             self.resolver = make_resolver(self.dns_server.host, self.dns_server.port)
+            self.router = Router(self.world, self.dns, self.resolver, self.servers, seed=seed)
+            #: Servers the lab did not start, by host: their ports (see add_external).
+            self.external = self.router.external
             if authenticity:  # chapter 09: addresses, DKIM keys, SPF/DKIM/DMARC records
                 self.auth = LabAuthenticity(self.world, self.dns, self.resolver, self.clock)
             for spec in self.world.servers:
@@ -386,52 +386,41 @@ class Lab:
         return store
 
     def _start(self, spec: ServerSpec, retry: RetryPolicy) -> LabServer:
-        common = {
+        role = ROLES[spec.role]
+        tls = self.ca.server_context(spec.host)
+        options: dict[str, Any] = {
             "port": self.ports.get(spec.host, 0),
             "enable_SMTPUTF8": True,
             "data_size_limit": MAX_MESSAGE_SIZE,
             "timeout": SESSION_TIMEOUT,
         }
-        tls = self.ca.server_context(spec.host)
+        if role.implicit_tls:  # already encrypted: AUTH needs no STARTTLS first
+            options.update(ssl_context=tls, auth_require_tls=False)
+        elif role.starttls_offered:
+            options.update(tls_context=tls)
+        if role.auth_offered:
+            options.update(authenticator=self._authenticate)
         queue = self._queue(spec, retry)  # every role sends mail: onward, or its notices
         mailboxes = {a: m for a, m in self.maildirs.items() if domain_of(a) in spec.domains}
-        if spec.role == "mx":  # port 25: STARTTLS offered, never required (RFC 3207 §4)
+        handler: RoleHandler
+        if role.final_delivery:
             handler = ReportingMailboxHandler(
                 spec.host, set(spec.domains), mailboxes, self.clock, queue
             )
             if self.auth is not None:  # chapter 09: SPF, DKIM, DMARC and the spam filter
                 handler.inspector = self.auth.inspector(spec.host)
-            return LabServer(spec, handler, self.journal, tls_context=tls, **common)
-        if spec.role == "relay":  # a backup MX: port 25 like an MX, and onward to the primary
-            relay = RelayHandler(spec.host, self.clock, queue, set(spec.domains), mailboxes)
-            return LabServer(spec, relay, self.journal, tls_context=tls, **common)
-        handler = SubmissionHandler(spec.host, self.clock, queue)
-        if spec.role == "submissions":  # port 465: TLS from the first byte (RFC 8314 §3.3)
-            return LabServer(
-                spec,
-                handler,
-                self.journal,
-                ssl_context=tls,
-                auth_require_tls=False,
-                authenticator=self._authenticate,
-                **common,
-            )
-        # port 587: STARTTLS first, then AUTH (RFC 6409, RFC 3207, RFC 4954)
-        return LabServer(
-            spec,
-            handler,
-            self.journal,
-            tls_context=tls,
-            authenticator=self._authenticate,
-            **common,
-        )
+        elif role.auth_required:  # submission: authenticated users, to anyone
+            handler = SubmissionHandler(spec.host, self.clock, queue)
+        else:  # a relay: mail from anyone for its domains' known recipients, onward
+            handler = RelayHandler(spec.host, self.clock, queue, set(spec.domains), mailboxes)
+        return LabServer(spec, handler, self.journal, **options)
 
     def _queue(self, spec: ServerSpec, retry: RetryPolicy) -> DeliveryQueue:
         """The outbound queue of one server, in ``ROOT/spool/HOST``."""
         queue = DeliveryQueue(
             spec.host,
             Spool(inside(self.root, "spool", spec.host, field="host")),
-            Hop(self._queue_route, self._port_of, self._role_of),
+            self.router.hop(),
             journeys=self.journeys,
             journal=self.journal,
             clock=self.clock,
@@ -466,10 +455,7 @@ class Lab:
         127.0.0.1:``port`` when a route leads there. Point a domain's MX at it
         with ``lab.dns.replace(domain, "MX", [f"10 {host}."])``.
         """
-        self.external[host] = port
-        if not any(f".{host}.".endswith(f".{zone}") for zone in self.dns.zones()):
-            self.dns.add_zone(host.partition(".")[2] or host)
-        self.dns.replace(host, "A", [LOOPBACK])
+        self.router.add_external(host, port)
 
     def ui(self) -> Any:
         """Compose, transcripts, path and mailboxes in one widget (use it as a cell's value)."""
@@ -484,11 +470,11 @@ class Lab:
     def _connect(self, host: str) -> RecordingClient:
         """The lab's recording client, connected to ``host`` (or to its wiretap)."""
         server = self.server(host)
-        implicit = self.client_tls if server.role == "submissions" else None
+        implicit = self.client_tls if ROLES[server.role].implicit_tls else None
         client = RecordingClient(
             host, client_name=self.world.client_host, journal=self.journal, implicit_tls=implicit
         )
-        client.connect(host, self._reach(server))
+        client.connect(host, self.router.reach(host))
         return client
 
     @contextlib.contextmanager
@@ -499,26 +485,8 @@ class Lab:
         ``tap.view()`` then shows what anyone on the path could read: plain text
         before STARTTLS, TLS records after it (chapter 08).
         """
-        with Eavesdropper(self.server(host).port) as tap:
-            self._taps[host] = tap.port
-            try:
-                yield tap
-            finally:
-                del self._taps[host]
-
-    def _port_of(self, host: str) -> int | None:
-        """Where a queue connects for ``host``: its wiretap while one is on, else the server."""
-        server = self.servers.get(host)
-        return self.external.get(host) if server is None else self._reach(server)
-
-    def _reach(self, server: LabServer) -> int:
-        """The port that reaches ``server``: its wiretap's while one is on."""
-        return self._taps.get(server.host, server.port)
-
-    def _role_of(self, host: str) -> str | None:
-        """A lab server's role, or None for a host outside the lab (``add_external``)."""
-        server = self.servers.get(host)
-        return server.role if server is not None else None
+        with Eavesdropper(self.server(host).port) as tap, self.router.through(host, tap.port):
+            yield tap
 
     # -- using -----------------------------------------------------------------
     def server(self, host: str) -> LabServer:
@@ -529,35 +497,11 @@ class Lab:
 
     def route(self, domain: str) -> Route:
         """Where mail for ``domain`` goes, asked of the lab DNS (RFC 5321 §5.1)."""
-        return resolve_route(domain, self.resolver, self._rng)
-
-    def _queue_route(self, domain: str, local: str) -> Route:
-        """:meth:`route` for the queue of ``local``, remembered until the lab DNS changes;
-        ``local`` never sends to itself or to a less preferred MX (RFC 5321 §5.1).
-
-        Real MTAs cache DNS answers for their TTL; here any edit of the lab DNS
-        (a record, a zone, a fault) makes the next delivery look again, so a
-        lesson's change still takes effect at once.
-        """
-        version = self.dns.version
-        with self._routes_lock:
-            cached = self._routes.get((domain, local))
-        if cached is not None and cached[0] == version:
-            return cached[1]
-        route = resolve_route(domain, self.resolver, self._rng, local=local)
-        with self._routes_lock:
-            self._routes[(domain, local)] = (version, route)
-        return route
+        return self.router.route(domain)
 
     def default_route(self, sender: str, recipients: list[str]) -> str:
         """Without ``via``: the sender's submission server, else the recipient's best MX."""
-        for spec in self.world.servers:
-            if spec.role == "submission" and domain_of(sender) in spec.domains:
-                return spec.host
-        domain = self.world.domain(domain_of(recipients[0]))
-        if domain is None or not domain.mx:
-            raise InvalidInput("to", f"{recipients[0]!r} is not in a lab domain; pass via=")
-        return min(domain.mx)[1]
+        return self.router.default_route(sender, recipients)
 
     def send(
         self,
@@ -637,9 +581,9 @@ class Lab:
         journey.add(
             Step("submitted", self.world.client_host, f"→ {host}", tuple(envelope), client.wire)
         )
-        submission = server.role in ("submission", "submissions")
-        login = (sender, password or self._password(sender)) if submission else None
-        starttls = self.client_tls if server.role == "submission" else None
+        role = ROLES[server.role]
+        login = (sender, password or self._password(sender)) if role.auth_required else None
+        starttls = self.client_tls if role.starttls_required else None
         outcomes = open_session(client, envelope, context=starttls, login=login)
         if outcomes is None:
             # The words as given, in their order: a wrong one is the server's to refuse (501).
@@ -651,7 +595,7 @@ class Lab:
                 journey.add(
                     Step("refused", host, f"{outcome.code} {outcome.text}", (outcome.recipient,))
                 )
-            elif server.role == "mx":  # a relay's or submission server's queue reports on
+            elif role.final_delivery:  # a relay's or submission server's queue reports on
                 journey.add(Step("delivered", host, "stored in the mailbox", (outcome.recipient,)))
         return SendResult(
             sender=sender,
@@ -728,7 +672,9 @@ class Lab:
             )
         if protocol not in ("imap", "pop3"):
             raise ValueError(f"protocol must be 'imap' or 'pop3', not {protocol!r}")
-        listener = self.mailstore.listeners[f"{protocol}s" if tls == "implicit" else protocol]
+        listener = self.mailstore.listeners[
+            mailstore_role(protocol, implicit_tls=tls == "implicit")
+        ]
         return fetch_mailbox(
             listener.host,
             listener.port,

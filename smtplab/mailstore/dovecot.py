@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from smtplab.errors import SmtplabError
-from smtplab.world import LOOPBACK, MAILSTORE_ROLES, server_listing
+from smtplab.world import LOOPBACK, MAILSTORE_ROLES, ROLES, server_listing
 
 IMAP_HOST = "imap.example.com"
 POP_HOST = "pop.example.com"
@@ -104,7 +104,7 @@ class Listener:
 
     @property
     def implicit_tls(self) -> bool:
-        return self.role.endswith("s")
+        return ROLES[self.role].implicit_tls
 
     def describe(self) -> dict[str, Any]:
         return server_listing(self.role, self.host, self.port, self.domains)

@@ -59,7 +59,7 @@ from smtplab.senderauth.checks import (
     remove_results_claiming,
 )
 from smtplab.senderauth.spam import Score, SpamFilter
-from smtplab.world import LOOPBACK, World
+from smtplab.world import LOOPBACK, ROLES, World
 
 SELECTOR = "lab"
 MAX_VERDICTS = 1000
@@ -255,7 +255,7 @@ class LabAuthenticity:
         self.signing = True
         self.verdicts: collections.deque[Verdict] = collections.deque(maxlen=MAX_VERDICTS)
         self._edits: dict[str, Edit] = {}
-        senders = [s for s in world.servers if s.role != "mx"]
+        senders = [s for s in world.servers if ROLES[s.role].forwards]
         wanted = {s.host: f"127.0.0.{n}" for n, s in enumerate(senders, start=2)}
         self.note = ""
         if not all(_usable(address) for address in wanted.values()):
