@@ -54,10 +54,10 @@ from smtplab.protocol.clock import WallClock
 from smtplab.protocol.message import InvalidInput, build_message, check_address, check_header_text
 from smtplab.protocol.rules import parse_path
 from smtplab.queue.delivery import DEFAULT_POLICY, RetryPolicy
-from smtplab.queue.spool import QueueEntry
+from smtplab.queue.spool import Spool
 from smtplab.record.journey import Step
 from smtplab.record.wirelog import WireLog
-from smtplab.smtp.client import RecordingClient, open_session, transact
+from smtplab.submit import connect, submit
 from smtplab.world import (
     CLIENT_HOST,
     ROLES,
@@ -560,27 +560,24 @@ def _send(args: argparse.Namespace) -> int:
             raise CLIError(f"no submission server serves {_domain(sender)}: pass --via HOST")
         server = submission[0]
     role, context = ROLES[server["role"]], _context(state)
-    client = RecordingClient(
-        server["host"],
-        client_name=helo,
-        implicit_tls=context if role.implicit_tls else None,
-    )
     try:
-        client.connect(server["host"], server["port"])
+        client = connect(server["host"], server["port"], role, client_name=helo, context=context)
     except OSError as error:
         raise CLIError(f"cannot connect to {server['host']}: {error}") from None
-    login = (sender, _password(state, sender, args.password)) if role.auth_required else None
-    outcomes = open_session(
-        client, recipients, context=context if role.starttls_required else None, login=login
+    submitted = submit(
+        client,
+        role,
+        sender,
+        recipients,
+        raw,
+        context=context,
+        password_of=lambda address: _password(state, address, args.password),
     )
-    if outcomes is None:
-        outcomes = transact(client, sender, recipients, raw)
-    assert client.wire is not None
-    print(client.wire.transcript().to_text(full_data=args.full))
+    print(submitted.transcript.to_text(full_data=args.full))
     print()
-    for outcome in outcomes:
+    for outcome in submitted.outcomes:
         print(outcome)
-    return 0 if all(o.accepted for o in outcomes) else 1
+    return 0 if all(o.accepted for o in submitted.outcomes) else 1
 
 
 def _fetch(args: argparse.Namespace) -> int:
@@ -683,15 +680,10 @@ def _queue(args: argparse.Namespace) -> int:
     entries = []
     unreadable = 0
     for folder in sorted(spool.glob("*/queue")) if spool.is_dir() else []:
-        for path in sorted(folder.iterdir()):
-            try:
-                head, _, message = path.read_bytes().partition(b"\n")
-                entry = QueueEntry.from_json(head)
-            except FileNotFoundError:  # delivered while we looked
-                continue
-            except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
+        for path, entry, message in Spool.look(folder.parent):
+            if isinstance(entry, Exception):
                 print(
-                    f"smtplab queue: {path} is not a queue entry: {error!r:.200}", file=sys.stderr
+                    f"smtplab queue: {path} is not a queue entry: {entry!r:.200}", file=sys.stderr
                 )
                 unreadable += 1
                 continue
@@ -711,8 +703,8 @@ def _queue(args: argparse.Namespace) -> int:
             )
     status = 1 if unreadable else 0
     if args.json:
-        for entry in entries:
-            print(json.dumps(entry))
+        for listed in entries:
+            print(json.dumps(listed))
         return status
     if not entries:
         print("the queues are empty")

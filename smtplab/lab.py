@@ -59,12 +59,13 @@ from smtplab.record.transcript import Transcript
 from smtplab.record.wirelog import WireLog
 from smtplab.routing import Router
 from smtplab.senderauth.wiring import LabAuthenticity
-from smtplab.smtp.client import Outcome, RecordingClient, open_session, opportunistic_tls, transact
+from smtplab.smtp.client import Outcome, RecordingClient, opportunistic_tls
 from smtplab.smtp.conversation import Conversation
 from smtplab.smtp.faults import Faults
 from smtplab.smtp.handlers import RoleHandler, SubmissionHandler, domain_of
 from smtplab.smtp.relaying import RelayHandler, ReportingMailboxHandler
 from smtplab.smtp.server import LAB_EXTENSIONS, LabController
+from smtplab.submit import connect, submit
 from smtplab.tls.ca import Eavesdropper, LabCA
 from smtplab.world import (
     LOOPBACK,
@@ -469,13 +470,14 @@ class Lab:
 
     def _connect(self, host: str) -> RecordingClient:
         """The lab's recording client, connected to ``host`` (or to its wiretap)."""
-        server = self.server(host)
-        implicit = self.client_tls if ROLES[server.role].implicit_tls else None
-        client = RecordingClient(
-            host, client_name=self.world.client_host, journal=self.journal, implicit_tls=implicit
+        return connect(
+            host,
+            self.router.reach(host),
+            ROLES[self.server(host).role],
+            client_name=self.world.client_host,
+            context=self.client_tls,
+            journal=self.journal,
         )
-        client.connect(host, self.router.reach(host))
-        return client
 
     @contextlib.contextmanager
     def eavesdrop(self, host: str) -> Iterator[Eavesdropper]:
@@ -582,15 +584,19 @@ class Lab:
             Step("submitted", self.world.client_host, f"→ {host}", tuple(envelope), client.wire)
         )
         role = ROLES[server.role]
-        login = (sender, password or self._password(sender)) if role.auth_required else None
-        starttls = self.client_tls if role.starttls_required else None
-        outcomes = open_session(client, envelope, context=starttls, login=login)
-        if outcomes is None:
+        submitted = submit(
+            client,
+            role,
+            sender,
+            envelope,
+            raw,
+            context=self.client_tls,
+            password_of=lambda address: password or self._password(address),
             # The words as given, in their order: a wrong one is the server's to refuse (501).
-            mail_options = [f"RET={ret}"] if ret else []
-            rcpt_options = [f"NOTIFY={','.join(notify)}"] if notify else []
-            outcomes = transact(client, sender, envelope, raw, mail_options, rcpt_options)
-        for outcome in outcomes:
+            mail_options=[f"RET={ret}"] if ret else [],
+            rcpt_options=[f"NOTIFY={','.join(notify)}"] if notify else [],
+        )
+        for outcome in submitted.outcomes:
             if not outcome.accepted:
                 journey.add(
                     Step("refused", host, f"{outcome.code} {outcome.text}", (outcome.recipient,))
@@ -602,10 +608,10 @@ class Lab:
             recipients=tuple(envelope),
             server=host,
             message_id=message_id,
-            outcomes=tuple(outcomes),
-            transcript=client.wire.transcript(),
+            outcomes=submitted.outcomes,
+            transcript=submitted.transcript,
             journey=journey,
-            wire=client.wire,
+            wire=submitted.wire,
             journal=self.journal,
         )
 

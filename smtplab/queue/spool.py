@@ -42,6 +42,7 @@ import contextlib
 import json
 import os
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -270,6 +271,23 @@ class Spool:
         with contextlib.suppress(OSError):  # if it cannot even be moved, it stays unread
             os.replace(path, corrupt / path.name)
             self.set_aside.append(corrupt / path.name)
+
+    @staticmethod
+    def look(folder: Path) -> Iterator[tuple[Path, QueueEntry | Exception, bytes]]:
+        """The spool at ``folder`` read, changing nothing (``smtplab queue``, from another
+        process, while the lab runs): each file of ``queue/`` oldest first, with its entry
+        (or why it is none) and its message. A file removed while we look is left out."""
+        queue = folder / "queue"
+        for path in sorted(queue.iterdir()) if queue.is_dir() else []:
+            try:
+                head, _, message = path.read_bytes().partition(b"\n")
+                entry = QueueEntry.from_json(head)
+            except FileNotFoundError:  # delivered while we looked
+                continue
+            except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
+                yield path, error, b""
+                continue
+            yield path, entry, message
 
 
 def _number(name: str) -> int:
