@@ -45,8 +45,10 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
+from smtplab.assembly import PortInUse
 from smtplab.errors import SmtplabError
-from smtplab.lab import MAX_MESSAGE_SIZE, Lab, PortInUse
+from smtplab.lab import Lab
+from smtplab.labserver import MAX_MESSAGE_SIZE
 from smtplab.mailstore.maildir import StoredMessage
 from smtplab.mailstore.retrieval import fetch_mailbox
 from smtplab.printer import LinePrinter
