@@ -8,8 +8,9 @@ import ssl
 from collections.abc import Iterator
 
 import pytest
+from test_relaying import relay_world
 
-from smtplab import Lab, ServerSpec, World, default_world
+from smtplab import Lab
 from smtplab.smtp.client import RecordingClient
 from smtplab.world import (
     CLIENT_HOST,
@@ -23,19 +24,13 @@ from smtplab.world import (
 SENDER, PASSWORD, RECIPIENT = "alice@example.com", "alice-lab-pw", "bob@example.org"
 
 
-def every_role_world() -> World:
-    """The default world with example.org's backup MX as a relay: all four SMTP roles."""
-    base = default_world()
-    servers = tuple(
-        ServerSpec(s.host, "relay", s.domains) if s.host == "mx2.example.org" else s
-        for s in base.servers
-    )
-    return World(domains=base.domains, servers=servers)
-
-
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    with Lab(every_role_world(), name="test-roles", retrieval="auto") as running:
+    with Lab(
+        relay_world(),  # its backup MX is a relay: all four SMTP roles
+        name="test-roles",
+        retrieval="auto",
+    ) as running:
         yield running
 
 
