@@ -41,7 +41,6 @@ class RoleFacts:
 
     name: str
     protocol: Literal["smtp", "imap", "pop3"]
-    port: int  # the port the role has on the Internet (the lab's are chosen at start-up)
     implicit_tls: bool = False  # TLS from the first byte (RFC 8314 §3.3)
     starttls_offered: bool = False  # STARTTLS on a plain connection (RFC 3207, RFC 2595)
     starttls_required: bool = False
@@ -58,12 +57,11 @@ ROLES: Mapping[str, RoleFacts] = {
     role.name: role
     for role in (
         # port 25: STARTTLS offered, never required (RFC 3207 §4); mail for its domains
-        RoleFacts("mx", "smtp", 25, starttls_offered=True, final_delivery=True),
+        RoleFacts("mx", "smtp", starttls_offered=True, final_delivery=True),
         # port 587: STARTTLS first, then AUTH (RFC 6409, RFC 3207, RFC 4954)
         RoleFacts(
             "submission",
             "smtp",
-            587,
             starttls_offered=True,
             starttls_required=True,
             auth_offered=True,
@@ -75,19 +73,18 @@ ROLES: Mapping[str, RoleFacts] = {
         RoleFacts(
             "submissions",
             "smtp",
-            465,
             implicit_tls=True,
             auth_offered=True,
             auth_required=True,
             forwards=True,
         ),
         # a backup MX: port 25 like an MX, and onward to the primary
-        RoleFacts("relay", "smtp", 25, starttls_offered=True, forwards=True),
+        RoleFacts("relay", "smtp", starttls_offered=True, forwards=True),
         # POP3/IMAP (a private Dovecot): STARTTLS on the plain ports, TLS on the others
-        RoleFacts("imap", "imap", 143, starttls_offered=True),
-        RoleFacts("imaps", "imap", 993, implicit_tls=True),
-        RoleFacts("pop3", "pop3", 110, starttls_offered=True),
-        RoleFacts("pop3s", "pop3", 995, implicit_tls=True),
+        RoleFacts("imap", "imap", starttls_offered=True),
+        RoleFacts("imaps", "imap", implicit_tls=True),
+        RoleFacts("pop3", "pop3", starttls_offered=True),
+        RoleFacts("pop3s", "pop3", implicit_tls=True),
     )
 }
 #: The roles that speak SMTP (``smtplab send --via`` takes only these).

@@ -172,3 +172,25 @@ def test_mailstore_listeners_speak_tls_first_where_the_table_says(lab, name):
     tls = lab.client_tls if ROLES[name].implicit_tls else None
     expected = b"* OK" if ROLES[name].protocol == "imap" else b"+OK"
     assert greeting(listener.port, tls, listener.host).startswith(expected)
+
+
+@pytest.mark.parametrize("name", [r for r in MAILSTORE_ROLES if not ROLES[r].implicit_tls])
+def test_plain_mailstore_listeners_offer_starttls_where_the_table_says(lab, name):
+    if lab.mailstore is None:
+        pytest.skip(f"no POP3/IMAP here: {lab.mailstore_unavailable}")
+    listener = lab.mailstore.listeners[name]
+    imap = ROLES[name].protocol == "imap"
+    ask, end, keyword = (
+        (b"a CAPABILITY\r\n", b"a OK", b"STARTTLS")
+        if imap
+        else (b"CAPA\r\n", b"\r\n.\r\n", b"STLS")
+    )
+    with socket.create_connection((LOOPBACK, listener.port), timeout=10) as plain:
+        plain.recv(1000)  # the greeting
+        plain.sendall(ask)
+        answer = b""
+        while end not in answer:
+            chunk = plain.recv(1000)
+            assert chunk, answer
+            answer += chunk
+    assert (keyword in answer) == ROLES[name].starttls_offered

@@ -215,7 +215,7 @@ def _serve(
 ) -> None:
     """Print the lab, then its conversations and queue events until ``stopping`` is set.
 
-    Printing never waits on the reader (see :mod:`smtplab.printer`), so a signal is
+    Printing never waits on the reader (see :mod:`smtplab.cli.printer`), so a signal is
     answered within one ``output`` poll whatever the reader does.
     """
     for host, seconds in args.latency:
