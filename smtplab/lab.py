@@ -17,6 +17,7 @@ exits.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import itertools
 import tempfile
@@ -201,10 +202,11 @@ class Lab:
 
     def _connect(self, host: str) -> RecordingClient:
         """The lab's recording client, connected to ``host`` (or to its wiretap)."""
+        role = ROLES[self.server(host).role]  # KeyError naming the lab's servers
         return connect(
             host,
             self.router.reach(host),
-            ROLES[self.server(host).role],
+            role,
             client_name=self.world.client_host,
             context=self.client_tls,
             journal=self.journal,
@@ -489,3 +491,7 @@ class Lab:
     def __repr__(self) -> str:
         state = "stopped" if self._stopped else f"{sum(map(len, self._server_rows()))} servers"
         return f"<Lab {self.name!r}: {state}>"
+
+
+# Registered after everything the lab imports, so that it runs before their exit hooks.
+atexit.register(running.stop_all)

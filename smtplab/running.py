@@ -2,13 +2,12 @@
 
 A notebook cell that creates a lab may run many times: a new lab stops the previous
 lab of the same name first (:func:`replace`), so no old server keeps a port or a
-thread. Labs with different names live side by side. Every lab still running is
-stopped when the process exits.
+thread. Labs with different names live side by side. :func:`stop_all` stops every lab still
+running; the lab module registers it to run when the process exits.
 """
 
 from __future__ import annotations
 
-import atexit
 import threading
 from typing import Protocol
 
@@ -42,8 +41,8 @@ def forget(name: str, lab: Stoppable) -> None:
             del _running[name]
 
 
-@atexit.register
 def stop_all() -> None:
+    """Stop every lab still running (:mod:`smtplab.lab` calls it when the process exits)."""
     with _lock:
         labs = list(_running.values())
     for lab in labs:
