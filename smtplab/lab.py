@@ -31,17 +31,18 @@ from smtplab.accounts import Accounts
 from smtplab.assembly import ensure_free, outbound_queue, start_server, zones
 from smtplab.dns.route import Route
 from smtplab.dns.server import LabDNSServer, make_resolver
+from smtplab.labclient import LabClient
 from smtplab.labserver import LabServer
 from smtplab.listing import Row, html_table, server_rows, text_table
 from smtplab.mailstore.dovecot import Dovecot, MailstoreUnavailable
 from smtplab.mailstore.dovecot import for_lab as dovecot_for_lab
 from smtplab.mailstore.maildir import Mailbox, Maildir
-from smtplab.mailstore.retrieval import FetchResult, Protocol, TLSMode, fetch_mailbox
+from smtplab.mailstore.retrieval import FetchResult, Protocol, TLSMode
 from smtplab.outgoing import prepare
 from smtplab.paths import RootLock, inside
 from smtplab.protocol.clock import LabClock
 from smtplab.queue.delivery import DeliveryQueue, RetryPolicy
-from smtplab.record.journey import JourneyBook, Step
+from smtplab.record.journey import JourneyBook
 from smtplab.record.recordings import WireJournal
 from smtplab.record.transcript import Transcript
 from smtplab.record.wirelog import WireLog
@@ -51,16 +52,8 @@ from smtplab.sendresult import SendResult
 from smtplab.smtp.client import RecordingClient
 from smtplab.smtp.conversation import Conversation
 from smtplab.smtp.handlers import domain_of
-from smtplab.submit import connect, submit
 from smtplab.tls.ca import Eavesdropper, LabCA
-from smtplab.world import (
-    ROLES,
-    ServerSpec,
-    World,
-    default_world,
-    mailstore_role,
-    port_plan,
-)
+from smtplab.world import ServerSpec, World, default_world, port_plan
 
 #: Seconds a stopping lab lets its queues finish their delivery attempts (Lab.stop).
 QUEUE_GRACE = 1.0
@@ -132,6 +125,15 @@ class Lab:
             self.router = Router(self.world, self.dns, self.resolver, self.servers, seed=seed)
             #: Servers the lab did not start, by host: their ports (see add_external).
             self.external = self.router.external
+            self._client = LabClient(
+                self.world.client_host,
+                self.servers,
+                self.router,
+                self._accounts,
+                self.journal,
+                self.journeys,
+                self.client_tls,
+            )
             if authenticity:  # chapter 09: addresses, DKIM keys, SPF/DKIM/DMARC records
                 self.auth = LabAuthenticity(self.world, self.dns, self.resolver, self.clock)
             for spec in self.world.servers:  # every role sends mail: onward, or its notices
@@ -202,15 +204,8 @@ class Lab:
 
     def _connect(self, host: str) -> RecordingClient:
         """The lab's recording client, connected to ``host`` (or to its wiretap)."""
-        role = ROLES[self.server(host).role]  # KeyError naming the lab's servers
-        return connect(
-            host,
-            self.router.reach(host),
-            role,
-            client_name=self.world.client_host,
-            context=self.client_tls,
-            journal=self.journal,
-        )
+        self.server(host)  # KeyError naming the lab's servers
+        return self._client.connect(host)
 
     @contextlib.contextmanager
     def eavesdrop(self, host: str) -> Iterator[Eavesdropper]:
@@ -291,43 +286,7 @@ class Lab:
             new_message_id=lambda s: f"<{next(self._message_ids):04d}.{self.name}@{domain_of(s)}>",
             date=self.clock.rfc5322,
         )
-        host, envelope = out.host, out.envelope
-        journey = self.journeys.open(out.message_id, tuple(envelope))
-        client = self._connect(host)
-        assert client.wire is not None
-        journey.add(
-            Step("submitted", self.world.client_host, f"→ {host}", tuple(envelope), client.wire)
-        )
-        role = ROLES[self.server(host).role]
-        submitted = submit(
-            client,
-            role,
-            out.sender,
-            envelope,
-            out.raw,
-            context=self.client_tls,
-            password_of=lambda address: password or self._accounts.password(address),
-            mail_options=out.mail_options,
-            rcpt_options=out.rcpt_options,
-        )
-        for outcome in submitted.outcomes:
-            if not outcome.accepted:
-                journey.add(
-                    Step("refused", host, f"{outcome.code} {outcome.text}", (outcome.recipient,))
-                )
-            elif role.final_delivery:  # a relay's or submission server's queue reports on
-                journey.add(Step("delivered", host, "stored in the mailbox", (outcome.recipient,)))
-        return SendResult(
-            sender=out.sender,
-            recipients=tuple(envelope),
-            server=host,
-            message_id=out.message_id,
-            outcomes=submitted.outcomes,
-            transcript=submitted.transcript,
-            journey=journey,
-            wire=submitted.wire,
-            journal=self.journal,
-        )
+        return self._client.send(out, password)
 
     def hold(self) -> None:
         """Hold every queue: mail waits where it is, with no attempt, no expiry and no
@@ -383,19 +342,14 @@ class Lab:
             )
         if protocol not in ("imap", "pop3"):
             raise ValueError(f"protocol must be 'imap' or 'pop3', not {protocol!r}")
-        listener = self.mailstore.listeners[
-            mailstore_role(protocol, implicit_tls=tls == "implicit")
-        ]
-        return fetch_mailbox(
-            listener.host,
-            listener.port,
-            address.lower(),
-            password if password is not None else self._accounts.password(address),
-            protocol=protocol,
+        return self._client.fetch(
+            self.mailstore,
+            address,
+            protocol,
+            password=password,
             tls=tls,
-            context=self.ca.client_context(),
-            client_name=self.world.client_host,
             delete=delete,
+            context=self.ca.client_context(),
         )
 
     def transcripts(
