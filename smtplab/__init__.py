@@ -7,7 +7,8 @@ exported whole, as a namespace: ``pipelining`` (chapter 10's ways of sending bul
 from smtplab.dns.route import PermanentRouteError, Route, RouteError, TemporaryRouteError
 from smtplab.errors import SmtplabError
 from smtplab.lab import Lab
-from smtplab.labserver import LabServer
+from smtplab.lab.sendresult import SendResult
+from smtplab.lab.server import LabServer
 from smtplab.mailstore.maildir import Mailbox, StoredMessage
 from smtplab.protocol.message import InvalidInput
 from smtplab.protocol.reader import UnreadableMessage
@@ -21,7 +22,6 @@ from smtplab.protocol.rules import (
 from smtplab.queue.delivery import RetryPolicy
 from smtplab.record.journey import Journey, Step
 from smtplab.record.transcript import Transcript
-from smtplab.sendresult import SendResult
 from smtplab.smtp import pipelining
 from smtplab.smtp.client import Outcome
 from smtplab.smtp.conversation import Conversation

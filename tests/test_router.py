@@ -1,4 +1,4 @@
-"""The lab's router (smtplab.routing) on a running lab: routes, their cache, ports, roles."""
+"""The lab's router (smtplab.lab.routing) on a running lab: routes, their cache, ports, roles."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """``smtplab send`` and ``smtplab fetch``: a mail program's two jobs, on a running lab.
 
-``send`` submits one message with :func:`smtplab.submit.submit`, the flow ``lab.send``
+``send`` submits one message with :func:`smtplab.lab.submit.submit`, the flow ``lab.send``
 uses too; ``fetch`` reads a mailbox over IMAP or POP3. Both print the transcript.
 """
 
@@ -15,12 +15,12 @@ from pathlib import Path
 from smtplab.cli.errors import CLIError
 from smtplab.cli.state import ca_context, lab_state, password_for, smtp_server
 from smtplab.cli.worldfile import read_limited
-from smtplab.labserver import MAX_MESSAGE_SIZE
+from smtplab.lab.server import MAX_MESSAGE_SIZE
+from smtplab.lab.submit import connect, submit
 from smtplab.mailstore.retrieval import fetch_mailbox
 from smtplab.protocol.message import InvalidInput, build_message, check_address, check_header_text
 from smtplab.protocol.rules import parse_path
 from smtplab.smtp.handlers import domain_of
-from smtplab.submit import connect, submit
 from smtplab.world import (
     CLIENT_HOST,
     ROLES,

@@ -23,12 +23,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from smtplab.assembly import PortInUse
 from smtplab.cli.errors import CLIError
 from smtplab.cli.printer import LinePrinter
 from smtplab.cli.state import STATE_FILE
 from smtplab.cli.worldfile import load_world
 from smtplab.lab import Lab
+from smtplab.lab.assembly import PortInUse
 from smtplab.protocol.clock import WallClock
 from smtplab.queue.delivery import RetryPolicy
 from smtplab.record.journey import Step

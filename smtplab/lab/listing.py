@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable
 
-from smtplab.labserver import LabServer
+from smtplab.lab.server import LabServer
 from smtplab.mailstore.dovecot import Dovecot
 from smtplab.world import LOOPBACK, User
 

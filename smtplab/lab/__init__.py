@@ -13,6 +13,14 @@ previous lab of the same ``name`` first, so no old server keeps a port or a
 thread. Labs with different names live side by side (every port is chosen by
 the OS). Everything is stopped, and the lab's folder removed, when the process
 exits.
+
+``Lab`` is a facade: each job is a module of this package. :mod:`.assembly` builds the
+DNS zones, the queues and the servers (:mod:`.server`) from the roles' facts;
+:mod:`.routing` answers where mail goes and which port reaches a host (the queues'
+``Hop``); :mod:`.client` is the world's client host, which submits with
+:mod:`.submit` (shared with ``smtplab send``) what :mod:`.outgoing` checked and built;
+:mod:`.accounts` holds the passwords, :mod:`.running` the labs of this process,
+:mod:`.queues` waits on and stops all queues, :mod:`.listing` draws the server table.
 """
 
 from __future__ import annotations
@@ -26,19 +34,21 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from smtplab import queues, running
-from smtplab.accounts import Accounts
-from smtplab.assembly import ensure_free, outbound_queue, start_server, zones
 from smtplab.dns.route import Route
 from smtplab.dns.server import LabDNSServer, make_resolver
-from smtplab.labclient import LabClient
-from smtplab.labserver import LabServer
-from smtplab.listing import Row, html_table, server_rows, text_table
+from smtplab.lab import queues, running
+from smtplab.lab.accounts import Accounts
+from smtplab.lab.assembly import ensure_free, outbound_queue, start_server, zones
+from smtplab.lab.client import LabClient
+from smtplab.lab.listing import Row, html_table, server_rows, text_table
+from smtplab.lab.outgoing import prepare
+from smtplab.lab.routing import Router
+from smtplab.lab.sendresult import SendResult
+from smtplab.lab.server import LabServer
 from smtplab.mailstore.dovecot import Dovecot, MailstoreUnavailable
 from smtplab.mailstore.dovecot import for_lab as dovecot_for_lab
 from smtplab.mailstore.maildir import Mailbox, Maildir
 from smtplab.mailstore.retrieval import FetchResult, Protocol, TLSMode
-from smtplab.outgoing import prepare
 from smtplab.paths import RootLock, inside
 from smtplab.protocol.clock import LabClock
 from smtplab.queue.delivery import DeliveryQueue, RetryPolicy
@@ -46,9 +56,7 @@ from smtplab.record.journey import JourneyBook
 from smtplab.record.recordings import WireJournal
 from smtplab.record.transcript import Transcript
 from smtplab.record.wirelog import WireLog
-from smtplab.routing import Router
 from smtplab.senderauth.wiring import LabAuthenticity
-from smtplab.sendresult import SendResult
 from smtplab.smtp.client import RecordingClient
 from smtplab.smtp.conversation import Conversation
 from smtplab.smtp.handlers import domain_of

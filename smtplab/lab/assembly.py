@@ -23,7 +23,7 @@ from typing import Any
 
 from smtplab.dns.server import RecordStore
 from smtplab.errors import SmtplabError
-from smtplab.labserver import MAX_MESSAGE_SIZE, LabServer
+from smtplab.lab.server import MAX_MESSAGE_SIZE, LabServer
 from smtplab.mailstore.maildir import Maildir
 from smtplab.paths import inside
 from smtplab.protocol.clock import LabClock

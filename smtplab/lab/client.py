@@ -13,17 +13,17 @@ from __future__ import annotations
 import ssl
 from collections.abc import Mapping
 
-from smtplab.accounts import Accounts
-from smtplab.labserver import LabServer
+from smtplab.lab.accounts import Accounts
+from smtplab.lab.outgoing import Outgoing
+from smtplab.lab.routing import Router
+from smtplab.lab.sendresult import SendResult
+from smtplab.lab.server import LabServer
+from smtplab.lab.submit import connect, submit
 from smtplab.mailstore.dovecot import Dovecot
 from smtplab.mailstore.retrieval import FetchResult, Protocol, TLSMode, fetch_mailbox
-from smtplab.outgoing import Outgoing
 from smtplab.record.journey import JourneyBook, Step
 from smtplab.record.recordings import WireJournal
-from smtplab.routing import Router
-from smtplab.sendresult import SendResult
 from smtplab.smtp.client import RecordingClient
-from smtplab.submit import connect, submit
 from smtplab.world import ROLES, mailstore_role
 
 

@@ -1,5 +1,5 @@
 """The message ``lab.send`` sends: its arguments checked, the message built, the envelope
-and the DSN parameters ready for :func:`smtplab.submit.submit`.
+and the DSN parameters ready for :func:`smtplab.lab.submit.submit`.
 
 Everything unusable raises InvalidInput naming the argument, in a fixed order and before
 any connection is opened, so a reader's mistake never reaches a server half made.
