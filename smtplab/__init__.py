@@ -6,7 +6,9 @@ exported whole, as a namespace: ``pipelining`` (chapter 10's ways of sending bul
 
 from smtplab.dns.route import PermanentRouteError, Route, RouteError, TemporaryRouteError
 from smtplab.errors import SmtplabError
-from smtplab.lab import Lab, LabServer, SendResult
+from smtplab.lab import Lab
+from smtplab.lab.sendresult import SendResult
+from smtplab.lab.server import LabServer
 from smtplab.mailstore.maildir import Mailbox, StoredMessage
 from smtplab.protocol.message import InvalidInput
 from smtplab.protocol.reader import UnreadableMessage

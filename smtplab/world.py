@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,11 +21,86 @@ from smtplab.protocol.rules import domain_of, parse_path
 #: outbound port 25, and a lab must never send mail to the Internet).
 LOOPBACK = "127.0.0.1"
 
+#: The name the lab's own client gives in EHLO (and in IMAP/POP3 transcripts).
+CLIENT_HOST = "client.example.com"
+
 Role = Literal["mx", "submission", "submissions", "relay"]
+
+
+@dataclass(frozen=True)
+class RoleFacts:
+    """What a server of one role does: the facts the lab, its client, its queues, its CLI
+    and Dovecot would otherwise each derive from the role's name.
+
+    ``starttls_required`` and ``auth_required`` say what a client must do before a
+    transaction (on 587, AUTH before MAIL and TLS before AUTH: RFC 6409 §4.3, RFC 8314
+    §3). ``forwards`` means mail it accepts goes on through its queue to a next hop
+    (every SMTP role has a queue: a notice of its own may have to go out);
+    ``final_delivery`` means it stores mail in its domains' mailboxes.
+    """
+
+    name: str
+    protocol: Literal["smtp", "imap", "pop3"]
+    implicit_tls: bool = False  # TLS from the first byte (RFC 8314 §3.3)
+    starttls_offered: bool = False  # STARTTLS on a plain connection (RFC 3207, RFC 2595)
+    starttls_required: bool = False
+    auth_offered: bool = False  # SMTP AUTH (RFC 4954)
+    auth_required: bool = False
+    forwards: bool = False
+    final_delivery: bool = False
+    #: ``lab.send`` and ``smtplab send`` go to this role's server of the sender's domain.
+    client_default: bool = False
+
+
+#: Every role a lab server or listener can have, by name.
+ROLES: Mapping[str, RoleFacts] = {
+    role.name: role
+    for role in (
+        # port 25: STARTTLS offered, never required (RFC 3207 §4); mail for its domains
+        RoleFacts("mx", "smtp", starttls_offered=True, final_delivery=True),
+        # port 587: STARTTLS first, then AUTH (RFC 6409, RFC 3207, RFC 4954)
+        RoleFacts(
+            "submission",
+            "smtp",
+            starttls_offered=True,
+            starttls_required=True,
+            auth_offered=True,
+            auth_required=True,
+            forwards=True,
+            client_default=True,
+        ),
+        # port 465: TLS from the first byte, then AUTH (RFC 8314 §3.3)
+        RoleFacts(
+            "submissions",
+            "smtp",
+            implicit_tls=True,
+            auth_offered=True,
+            auth_required=True,
+            forwards=True,
+        ),
+        # a backup MX: port 25 like an MX, and onward to the primary
+        RoleFacts("relay", "smtp", starttls_offered=True, forwards=True),
+        # POP3/IMAP (a private Dovecot): STARTTLS on the plain ports, TLS on the others
+        RoleFacts("imap", "imap", starttls_offered=True),
+        RoleFacts("imaps", "imap", implicit_tls=True),
+        RoleFacts("pop3", "pop3", starttls_offered=True),
+        RoleFacts("pop3s", "pop3", implicit_tls=True),
+    )
+}
 #: The roles that speak SMTP (``smtplab send --via`` takes only these).
-SMTP_ROLES: tuple[Role, ...] = ("mx", "submission", "submissions", "relay")
+SMTP_ROLES = tuple(r for r in ROLES if ROLES[r].protocol == "smtp")
 #: POP3/IMAP listeners (a private Dovecot), in the order they are listed and numbered.
-MAILSTORE_ROLES = ("imap", "imaps", "pop3", "pop3s")
+MAILSTORE_ROLES = tuple(r for r in ROLES if ROLES[r].protocol != "smtp")
+
+
+def mailstore_role(protocol: str, *, implicit_tls: bool) -> str:
+    """The POP3/IMAP listener's role for ``protocol`` ("imap", "pop3") with or without
+    TLS from the first byte."""
+    return next(
+        role.name
+        for role in ROLES.values()
+        if role.protocol == protocol and role.implicit_tls == implicit_tls
+    )
 
 
 def server_listing(role: str, host: str, port: int, domains: tuple[str, ...]) -> dict[str, Any]:
@@ -148,7 +223,7 @@ class ServerSpec:
 class World:
     domains: tuple[Domain, ...]
     servers: tuple[ServerSpec, ...]
-    client_host: str = "client.example.com"
+    client_host: str = CLIENT_HOST
     users: tuple[User, ...] = field(init=False)
 
     def __post_init__(self) -> None:

@@ -27,7 +27,9 @@ import pytest
 import trustme
 from peers.smtp import wait_until
 
+from smtplab import Lab
 from smtplab.cli import CLIError, build_parser, load_world, world_from_data
+from smtplab.queue.spool import NotAnEntry, Spool
 from smtplab.smtp.client import LabSMTP
 from smtplab.world import SMTP_ROLES
 
@@ -828,3 +830,20 @@ def test_the_readme_client_examples_submit_with_verification_on(readme_lab, clie
         wrong = script.replace("smtp.example.com", "mx1.example.org")
         assert bash(wrong, tmp_path).returncode != 0
     assert subjects(described, "bob@example.org").count(f"Hello from {client}") == 1
+
+
+def test_the_queue_listing_reads_a_running_spool_without_changing_it(tmp_path):
+    """`smtplab queue` reads the spool with Spool.stored and Spool.read: every entry with its
+    message, and a file that is no entry named, but left where it is (a running queue's own
+    business)."""
+    with Lab(name="test-spool-look", root=tmp_path, hold=True) as lab:
+        lab.send("alice@example.com", "bob@example.org", "Held", "x")
+        folder = lab.root / "spool" / "smtp.example.com"
+        (folder / "queue" / "ZZZZZZ").write_bytes(b"not json\nmessage")
+        stored = Spool.stored(folder)
+        assert [path.name for path in stored][-1] == "ZZZZZZ"
+        entry, message = Spool.read(stored[0])
+        assert entry.sender == "alice@example.com" and b"Subject: Held" in message
+        with pytest.raises(NotAnEntry):
+            Spool.read(stored[1])
+        assert (folder / "queue" / "ZZZZZZ").exists() and not (folder / "corrupt").exists()

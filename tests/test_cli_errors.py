@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from smtplab import InvalidInput, Lab
-from smtplab.printer import LinePrinter
+from smtplab.cli.printer import LinePrinter
 from smtplab.smtp.client import LabSMTP
 from smtplab.world import Domain, ServerSpec, User, World, default_world
 

@@ -200,3 +200,9 @@ def test_every_domain_has_a_postmaster_and_a_bare_postmaster_is_accepted(lab):
         "postmaster@example.com",
         "postmaster@example.org",
     }
+
+
+def test_a_host_that_is_no_lab_server_is_refused_naming_the_servers(lab):
+    for use in (lab.talk, lab.server):
+        with pytest.raises(KeyError, match=r"no lab server named 'nope\.example\.org'; have"):
+            use("nope.example.org")

@@ -59,7 +59,7 @@ from smtplab.mailstore.dovecot_conf import (
     configuration,
     prepare,
 )
-from smtplab.world import LOOPBACK, MAILSTORE_ROLES, server_listing
+from smtplab.world import LOOPBACK, MAILSTORE_ROLES, ROLES, server_listing
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
@@ -95,7 +95,7 @@ class Listener:
 
     @property
     def implicit_tls(self) -> bool:
-        return self.role.endswith("s")
+        return ROLES[self.role].implicit_tls
 
     def describe(self) -> dict[str, Any]:
         return server_listing(self.role, self.host, self.port, self.domains)

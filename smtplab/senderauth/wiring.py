@@ -58,7 +58,7 @@ from smtplab.senderauth.checks import (
 )
 from smtplab.senderauth.signatures import DKIMKey, dkim_sign
 from smtplab.senderauth.spam import Score, SpamFilter
-from smtplab.world import LOOPBACK, World
+from smtplab.world import LOOPBACK, ROLES, World
 
 SELECTOR = "lab"
 MAX_VERDICTS = 1000
@@ -169,7 +169,7 @@ def _text_of(message: EmailMessage | None) -> tuple[str, str]:
     try:
         subject = str(message.get("Subject", ""))
         part = message.get_body(preferencelist=("plain", "html"))
-        body = "" if part is None else str(part.get_content())  # type: ignore[attr-defined]
+        body = "" if part is None else str(part.get_content())
     except Exception:
         return "", ""
     return subject, body
@@ -254,7 +254,7 @@ class LabAuthenticity:
         self.signing = True
         self.verdicts: collections.deque[Verdict] = collections.deque(maxlen=MAX_VERDICTS)
         self._edits: dict[str, Edit] = {}
-        senders = [s for s in world.servers if s.role != "mx"]
+        senders = [s for s in world.servers if ROLES[s.role].forwards]
         wanted = {s.host: f"127.0.0.{n}" for n, s in enumerate(senders, start=2)}
         self.note = ""
         if not all(_usable(address) for address in wanted.values()):

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from smtplab.mailstore.dovecot import IMAP_HOST, POP_HOST, Listener
+from smtplab.mailstore.dovecot import Listener
+from smtplab.mailstore.dovecot_conf import IMAP_HOST, POP_HOST
 from smtplab.view.pictures.grid import Link, Station, diagram
 from smtplab.view.pictures.kit import Canvas, Picture
 from smtplab.world import Domain, ServerSpec, World

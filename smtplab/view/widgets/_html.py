@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import ipywidgets as ipw
 
 if TYPE_CHECKING:
-    from smtplab.lab import SendResult
+    from smtplab.lab.sendresult import SendResult
 
 ERROR_COLOUR = "#c62828"
 #: How a widget output's text ends where no live widget can be shown (GitHub, an

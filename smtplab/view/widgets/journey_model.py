@@ -25,7 +25,7 @@ from smtplab.record.journey import Journey, Step
 from smtplab.record.transcript import Transcript
 
 if TYPE_CHECKING:
-    from smtplab.lab import SendResult
+    from smtplab.lab.sendresult import SendResult
     from smtplab.record.wirelog import WireLog
 
 HOP_WATCH_LIMIT = 600.0  # seconds a watcher waits for a connection to close

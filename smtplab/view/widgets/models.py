@@ -34,7 +34,8 @@ from smtplab.protocol.message import InvalidInput
 from smtplab.view.widgets.journey_model import JourneyModel, PathModel
 
 if TYPE_CHECKING:
-    from smtplab.lab import Lab, SendResult
+    from smtplab.lab import Lab
+    from smtplab.lab.sendresult import SendResult
     from smtplab.mailstore.maildir import StoredMessage
 
 # Fields of the compose form; an InvalidInput whose ``field`` is not one of

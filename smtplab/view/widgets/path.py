@@ -20,7 +20,7 @@ from smtplab.view.widgets._html import ShortRepr, style_widget
 from smtplab.view.widgets.journey_model import JourneyModel, PathModel
 
 if TYPE_CHECKING:
-    from smtplab.lab import SendResult
+    from smtplab.lab.sendresult import SendResult
     from smtplab.record.journey import Journey
 
 

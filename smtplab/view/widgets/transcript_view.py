@@ -19,7 +19,7 @@ from smtplab.view.widgets._html import ShortRepr, outcomes_html, style_widget
 from smtplab.view.widgets.journey_model import JourneyModel
 
 if TYPE_CHECKING:
-    from smtplab.lab import SendResult
+    from smtplab.lab.sendresult import SendResult
     from smtplab.record.journey import Journey
     from smtplab.record.transcript import Transcript
 
