@@ -1,17 +1,28 @@
 """smtplab: a miniature, real mail world on loopback, for learning how SMTP works.
 
-The public API is what this module exports; notebooks import nothing else. One module is
+The public API is what this module exports; notebooks import nothing else. It includes the
+types that a :class:`Lab`'s attributes and methods return (``lab.dns`` is a
+:class:`RecordStore`, ``lab.journeys`` a :class:`JourneyBook`, ``lab.eavesdrop(...)`` yields an
+:class:`Eavesdropper`, ...), so code that keeps them can name their types. One module is
 exported whole, as a namespace: ``pipelining`` (chapter 10's ways of sending bulk mail).
+Everything else is internal and may move.
 """
 
+from smtplab.dns.records import DNSQuery, RecordStore
 from smtplab.dns.route import PermanentRouteError, Route, RouteError, TemporaryRouteError
+from smtplab.dns.server import LabDNSServer
 from smtplab.errors import SmtplabError
 from smtplab.lab import Lab
+from smtplab.lab.routing import Router
 from smtplab.lab.sendresult import SendResult
 from smtplab.lab.server import LabServer
-from smtplab.mailstore.maildir import Mailbox, StoredMessage
+from smtplab.mailstore.dovecot import Dovecot
+from smtplab.mailstore.maildir import Mailbox, Maildir, StoredMessage
+from smtplab.mailstore.retrieval import FetchResult
+from smtplab.protocol.clock import LabClock
 from smtplab.protocol.message import InvalidInput
 from smtplab.protocol.reader import UnreadableMessage
+from smtplab.protocol.replies import SMTPReply
 from smtplab.protocol.rules import (
     EXTENSIONS,
     REPLY_CLASSES,
@@ -19,12 +30,17 @@ from smtplab.protocol.rules import (
     dot_stuff,
     reply_meaning,
 )
-from smtplab.queue.delivery import RetryPolicy
-from smtplab.record.journey import Journey, Step
+from smtplab.queue.delivery import DeliveryQueue, RetryPolicy
+from smtplab.record.journey import Journey, JourneyBook, Step
+from smtplab.record.recordings import Recordings
 from smtplab.record.transcript import Transcript
+from smtplab.senderauth.checks import Authentication
+from smtplab.senderauth.wiring import LabAuthenticity, Verdict
 from smtplab.smtp import pipelining
-from smtplab.smtp.client import Outcome
+from smtplab.smtp.client import LabSMTP, Outcome
 from smtplab.smtp.conversation import Conversation
+from smtplab.tls.ca import LabCA
+from smtplab.tls.eavesdrop import Eavesdropper
 from smtplab.view.pictures import (
     Picture,
     identities_picture,
@@ -44,19 +60,36 @@ __all__ = [
     "EXTENSIONS",
     "REPLY_CLASSES",
     "REPLY_MEANINGS",
+    "Authentication",
     "Conversation",
+    "DNSQuery",
+    "DeliveryQueue",
     "Domain",
+    "Dovecot",
+    "Eavesdropper",
+    "FetchResult",
     "InvalidInput",
     "Journey",
+    "JourneyBook",
     "Lab",
+    "LabAuthenticity",
+    "LabCA",
+    "LabClock",
+    "LabDNSServer",
+    "LabSMTP",
     "LabServer",
     "Mailbox",
+    "Maildir",
     "Outcome",
     "PermanentRouteError",
     "Picture",
+    "RecordStore",
+    "Recordings",
     "RetryPolicy",
     "Route",
     "RouteError",
+    "Router",
+    "SMTPReply",
     "SendResult",
     "ServerSpec",
     "SmtplabError",
@@ -66,6 +99,7 @@ __all__ = [
     "Transcript",
     "UnreadableMessage",
     "User",
+    "Verdict",
     "World",
     "default_world",
     "dot_stuff",

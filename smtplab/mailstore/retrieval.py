@@ -23,6 +23,7 @@ from smtplab.mailstore.clients import RecordingIMAP, RecordingPOP3
 from smtplab.mailstore.maildir import StoredMessage
 from smtplab.record.retrieval import RetrievalTranscript, parse_retrieval
 from smtplab.record.wirelog import WireLog
+from smtplab.world import CLIENT_HOST
 
 Protocol = Literal["pop3", "imap"]
 TLSMode = Literal["starttls", "implicit", "none"]
@@ -160,7 +161,7 @@ def fetch_mailbox(
     protocol: Protocol = "imap",
     tls: TLSMode = "starttls",
     context: ssl.SSLContext | None = None,
-    client_name: str = "client.example.com",
+    client_name: str = CLIENT_HOST,
     delete: bool = False,
 ) -> FetchResult:
     """Log in as ``address`` and fetch its inbox over POP3 or IMAP, recording the wire.
