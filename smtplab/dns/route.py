@@ -33,6 +33,8 @@ import dns.name
 import dns.resolver
 
 from smtplab.errors import SmtplabError
+from smtplab.protocol import replies
+from smtplab.protocol.replies import SMTPReply
 
 Method = Literal["mx", "implicit-mx", "null-mx"]
 #: How the last line of an explanation, its conclusion, begins.
@@ -77,19 +79,20 @@ class Route:
 
 
 class RouteError(SmtplabError):
-    """No route: carries the SMTP reply (code, enhanced status, text) a sender would give."""
+    """No route: carries the SMTP reply (code, enhanced status, text) a sender would give,
+    one of the table's (:mod:`smtplab.protocol.replies`) with its fields filled in."""
 
     def __init__(
         self,
-        code: int,
-        status: str,
-        text: str,
+        reply: SMTPReply,
         explanation: Iterable[str] = (),
         route: Route | None = None,
+        **fields: object,
     ) -> None:
-        super().__init__(f"{code} {status} {text}")
-        self.code, self.status, self.text, self.route = code, status, text, route
-        self.explanation = tuple(explanation)
+        self.code, self.status = reply.code, reply.enhanced or ""
+        self.text = reply.text.format(**fields)
+        self.route, self.explanation = route, tuple(explanation)
+        super().__init__(self.reply)
 
     @property
     def reply(self) -> str:
@@ -102,6 +105,14 @@ class PermanentRouteError(RouteError):
 
 class TemporaryRouteError(RouteError):
     """4xx: DNS may recover; keep the message queued and retry later."""
+
+
+def no_route(
+    reply: SMTPReply, explanation: Iterable[str] = (), route: Route | None = None, **fields: object
+) -> RouteError:
+    """The error for ``reply``: permanent for a 5yz, temporary for a 4yz (RFC 5321 §4.2.1)."""
+    kind = PermanentRouteError if reply.code >= 500 else TemporaryRouteError
+    return kind(reply, explanation, route, **fields)
 
 
 def order_mx(records: Iterable[tuple[int, str]], rng: random.Random) -> list[tuple[int, str]]:
@@ -137,8 +148,7 @@ def closer_than(
     )
     if not kept:
         steps.append("no record left: the message is undeliverable (RFC 5321 §5.1)")
-        text = f"No MX host of {domain} is closer than {local}: cannot route the message"
-        raise PermanentRouteError(550, "5.4.4", text, steps)
+        raise no_route(replies.NO_CLOSER_MX, steps, domain=domain, local=local)
     return kept
 
 
@@ -178,8 +188,7 @@ def resolve_route(
     try:
         d = _show(dns.name.from_text(domain))
     except dns.exception.DNSException as exc:
-        text = f"{domain!r} is not a domain name ({exc})"
-        raise PermanentRouteError(553, "5.1.3", text) from None
+        raise no_route(replies.NOT_A_DOMAIN, domain=domain, why=exc) from None
     steps: list[str] = []
     outcome, rdatas = _ask(resolver, d, "MX")
     mx: tuple[tuple[int, str], ...] | None = None
@@ -190,8 +199,7 @@ def resolve_route(
         if len(mx) == 1 and mx[0][1] == ".":
             steps.append(f"a single MX '{mx[0][0]} .' is a null MX: {d} accepts no mail (RFC 7505)")
             route = Route(d, "null-mx", mx, (), tuple(steps))
-            text = "Recipient address has null MX"
-            raise PermanentRouteError(556, "5.1.10", text, steps, route)
+            raise no_route(replies.NULL_MX, steps, route)
         if any(h == "." for _, h in mx):
             steps.append("ignore MX '.': a null MX must be the only MX record (RFC 7505 §3)")
         method: Method = "mx"
@@ -202,7 +210,7 @@ def resolve_route(
         )
     elif outcome == "NXDOMAIN":
         steps.append(f"MX lookup {d} → NXDOMAIN: the domain does not exist")
-        raise PermanentRouteError(550, "5.1.2", f"Domain {d} does not exist", steps)
+        raise no_route(replies.NO_SUCH_DOMAIN, steps, domain=d)
     elif outcome == "NODATA":
         steps.append(
             f"MX lookup {d} → no MX records: {d} itself is the implicit MX, "
@@ -211,8 +219,7 @@ def resolve_route(
         method, hosts = "implicit-mx", [(0, d)]
     else:
         steps.append(f"MX lookup {d} → {outcome}: cannot tell where mail goes yet")
-        text = f"DNS lookup of MX for {d} failed ({outcome}); will retry"
-        raise TemporaryRouteError(451, "4.4.3", text, steps)
+        raise no_route(replies.MX_LOOKUP_FAILED, steps, domain=d, outcome=outcome)
 
     before = len(steps)
     if local is not None:
@@ -240,15 +247,12 @@ def resolve_route(
 
     if not candidates and method == "implicit-mx":
         if temporary:
-            text = f"DNS lookup of A/AAAA for {d} failed; will retry"
-            raise TemporaryRouteError(451, "4.4.3", text, steps)
-        text = f"Domain {d} has no MX and no A/AAAA records"
-        raise PermanentRouteError(550, "5.1.2", text, steps)
+            raise no_route(replies.ADDRESS_LOOKUP_FAILED, steps, domain=d)
+        raise no_route(replies.NO_MX_NO_ADDRESS, steps, domain=d)
     if not candidates:
         steps.append("no MX host has an address: report an error (RFC 5321 §5.1)")
         route = Route(d, method, mx, (), tuple(steps))
-        text = f"No MX host of {d} has an address; will retry"
-        raise TemporaryRouteError(451, "4.4.4", text, steps, route)
+        raise no_route(replies.NO_MX_ADDRESS, steps, route, domain=d)
     plan = ", then ".join(f"{c.host} [{', '.join(c.addresses)}]" for c in candidates)
     steps.append(f"{CONCLUSION}try {plan}; on failure move to the next host (RFC 5321 §5.1)")
     return Route(d, method, mx, tuple(candidates), tuple(steps), discarded)

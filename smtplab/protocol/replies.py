@@ -1,4 +1,4 @@
-"""Every reply the lab's SMTP servers give, in one table, with the RFC behind it.
+"""Every reply the lab's SMTP servers give or its queues report, in one table, with its RFC.
 
 Theory of operation
 -------------------
@@ -185,6 +185,37 @@ TOO_MANY_AUTH_FAILURES = SMTPReply(
 #: them (draft-murchison-sasl-login §2.1; LOGIN is no RFC). Without the 334, which aiosmtpd adds.
 LOGIN_USERNAME_PROMPT = "Username:"
 LOGIN_PASSWORD_PROMPT = "Password:"
+
+# -- no route to a domain: what a queue reports (RFC 5321 §5.1; RFC 3463 §3.2, §3.5) -----------
+NOT_A_DOMAIN = SMTPReply(
+    553, "5.1.3", "{domain!r} is not a domain name ({why})", "RFC 5321 §5.1; RFC 3463 §3.2"
+)
+NO_SUCH_DOMAIN = SMTPReply(550, "5.1.2", "Domain {domain} does not exist", "RFC 3463 §3.2")
+NO_MX_NO_ADDRESS = SMTPReply(
+    550, "5.1.2", "Domain {domain} has no MX and no A/AAAA records", "RFC 5321 §5.1; RFC 3463 §3.2"
+)
+NULL_MX = SMTPReply(556, "5.1.10", "Recipient address has null MX", "RFC 7505 §4.1; RFC 7504 §3")
+NO_CLOSER_MX = SMTPReply(
+    550,
+    "5.4.4",
+    "No MX host of {domain} is closer than {local}: cannot route the message",
+    "RFC 5321 §5.1; RFC 3463 §3.5",
+)
+MX_LOOKUP_FAILED = SMTPReply(
+    451,
+    "4.4.3",
+    "DNS lookup of MX for {domain} failed ({outcome}); will retry",
+    "RFC 5321 §5.1; RFC 3463 §3.5",
+)
+ADDRESS_LOOKUP_FAILED = SMTPReply(
+    451, "4.4.3", "DNS lookup of A/AAAA for {domain} failed; will retry", "RFC 3463 §3.5"
+)
+NO_MX_ADDRESS = SMTPReply(
+    451,
+    "4.4.4",
+    "No MX host of {domain} has an address; will retry",
+    "RFC 5321 §5.1; RFC 3463 §3.5",
+)
 
 # -- anything unforeseen ------------------------------------------------------------------------
 LOCAL_ERROR = SMTPReply(
