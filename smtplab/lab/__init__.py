@@ -14,13 +14,9 @@ thread. Labs with different names live side by side (every port is chosen by
 the OS). Everything is stopped, and the lab's folder removed, when the process
 exits.
 
-``Lab`` is a facade: each job is a module of this package. :mod:`.assembly` builds the
-DNS zones, the queues and the servers (:mod:`.server`) from the roles' facts;
-:mod:`.routing` answers where mail goes and which port reaches a host (the queues'
-``Hop``); :mod:`.client` is the world's client host, which submits with
-:mod:`.submit` (shared with ``smtplab send``) what :mod:`.outgoing` checked and built;
-:mod:`.accounts` holds the passwords, :mod:`.running` the labs of this process,
-:mod:`.queues` waits on and stops all queues, :mod:`.listing` draws the server table.
+``Lab`` is a facade: each job is a module beside it (:mod:`.assembly` builds the world,
+:mod:`.routing` says where mail goes, :mod:`.client` sends with :mod:`.submit`, as
+``smtplab send`` does; README, "How it works", lists them all).
 """
 
 from __future__ import annotations
@@ -38,9 +34,9 @@ from smtplab.dns.route import Route
 from smtplab.dns.server import LabDNSServer, make_resolver
 from smtplab.lab import queues, running
 from smtplab.lab.accounts import Accounts
-from smtplab.lab.assembly import ensure_free, outbound_queue, start_server, zones
+from smtplab.lab.assembly import Parts, ensure_free, maildirs, outbound_queue, start_server, zones
 from smtplab.lab.client import LabClient
-from smtplab.lab.listing import Row, html_table, server_rows, text_table
+from smtplab.lab.listing import Row, describe, html_table, server_rows, text_table
 from smtplab.lab.outgoing import prepare
 from smtplab.lab.routing import Router
 from smtplab.lab.sendresult import SendResult
@@ -48,22 +44,20 @@ from smtplab.lab.server import LabServer
 from smtplab.mailstore.dovecot import Dovecot
 from smtplab.mailstore.dovecot import for_lab as dovecot_for_lab
 from smtplab.mailstore.dovecot_conf import MailstoreUnavailable
-from smtplab.mailstore.maildir import Mailbox, Maildir
+from smtplab.mailstore.maildir import Mailbox
 from smtplab.mailstore.retrieval import FetchResult, Protocol, TLSMode
-from smtplab.paths import RootLock, inside
+from smtplab.paths import RootLock
 from smtplab.protocol.clock import LabClock
 from smtplab.protocol.rules import domain_of
 from smtplab.queue.delivery import DeliveryQueue, RetryPolicy
 from smtplab.record.journey import JourneyBook
 from smtplab.record.recordings import Recordings
 from smtplab.record.transcript import Transcript
-from smtplab.record.wirelog import WireLog
 from smtplab.senderauth.wiring import LabAuthenticity
-from smtplab.smtp.client import RecordingClient
 from smtplab.smtp.conversation import Conversation
 from smtplab.tls.ca import LabCA
 from smtplab.tls.eavesdrop import Eavesdropper
-from smtplab.world import ServerSpec, World, default_world, port_plan
+from smtplab.world import World, default_world, port_plan
 
 #: Seconds a stopping lab lets its queues finish their delivery attempts (Lab.stop).
 QUEUE_GRACE = 1.0
@@ -113,7 +107,6 @@ class Lab:
         self._folder = None if root else tempfile.TemporaryDirectory(prefix=f"smtplab-{name}-")
         self.root = Path(root or self._folder.name)  # type: ignore[union-attr]
         self._root_lock = RootLock(self.root)  # InvalidInput if another lab uses it
-        self.maildirs: dict[str, Maildir] = {}
         self._message_ids = itertools.count(1)
         self.servers: dict[str, LabServer] = {}
         self.queues: dict[str, DeliveryQueue] = {}
@@ -123,10 +116,7 @@ class Lab:
         self._accounts = Accounts(self.world)
         self._stopped = False
         try:
-            self.maildirs = {
-                user.address: Maildir(inside(self.root, "mail", user.address, field="user"))
-                for user in self.world.users
-            }
+            self.maildirs = maildirs(self.world, self.root)
             self.ca = LabCA(self.root / "tls")
             self.client_tls = self.ca.client_context()  # one context: reused by every client
             self.dns = zones(self.world)
@@ -135,20 +125,25 @@ class Lab:
             self.router = Router(self.world, self.dns, self.resolver, self.servers, seed=seed)
             #: Servers the lab did not start, by host: their ports (see add_external).
             self.external = self.router.external
-            self._client = LabClient(
-                self.world.client_host,
-                self.servers,
-                self.router,
-                self._accounts,
-                self.journal,
-                self.journeys,
-                self.client_tls,
-            )
             if authenticity:  # chapter 09: addresses, DKIM keys, SPF/DKIM/DMARC records
                 self.auth = LabAuthenticity(self.world, self.dns, self.resolver, self.clock)
+            parts = Parts(
+                self.root,
+                self.maildirs,
+                self.journeys,
+                self.journal,
+                self.clock,
+                self.ca,
+                self.client_tls,
+                self.auth,
+                self._accounts.authenticate,
+                self.ports,
+            )
+            client = self.world.client_host
+            self._client = LabClient(client, self.servers, self.router, self._accounts, parts)
             for spec in self.world.servers:  # every role sends mail: onward, or its notices
-                self.queues[spec.host] = self._outbound_queue(spec, retry)
-                self.servers[spec.host] = self._start_server(spec)
+                self.queues[spec.host] = outbound_queue(spec, self.router.hop(), retry, parts)
+                self.servers[spec.host] = start_server(spec, self.queues[spec.host], parts)
             for queue in self.queues.values():
                 if hold:
                     queue.hold()
@@ -164,34 +159,6 @@ class Lab:
             self.stop()
             raise
         running.register(name, self)
-
-    # -- building ------------------------------------------------------------
-    def _outbound_queue(self, spec: ServerSpec, retry: RetryPolicy) -> DeliveryQueue:
-        return outbound_queue(
-            spec,
-            self.router.hop(),
-            root=self.root,
-            maildirs=self.maildirs,
-            journeys=self.journeys,
-            journal=self.journal,
-            clock=self.clock,
-            policy=retry,
-            client_tls=self.client_tls,
-            auth=self.auth,
-        )
-
-    def _start_server(self, spec: ServerSpec) -> LabServer:
-        return start_server(
-            spec,
-            self.queues[spec.host],
-            port=self.ports.get(spec.host, 0),
-            tls=self.ca.server_context(spec.host),
-            maildirs=self.maildirs,
-            journal=self.journal,
-            clock=self.clock,
-            auth=self.auth,
-            authenticator=self._accounts.authenticate,
-        )
 
     def add_external(self, host: str, port: int) -> None:
         """Make a server the lab did not start (Postfix, smtp-sink) reachable as ``host``.
@@ -210,12 +177,8 @@ class Lab:
 
     def talk(self, host: str) -> Conversation:
         """Open a recorded connection to ``host`` to type SMTP by hand (see Conversation)."""
-        return Conversation(self._connect(host), self.client_tls)
-
-    def _connect(self, host: str) -> RecordingClient:
-        """The lab's recording client, connected to ``host`` (or to its wiretap)."""
         self.server(host)  # KeyError naming the lab's servers
-        return self._client.connect(host)
+        return Conversation(self._client.connect(host), self.client_tls)
 
     @contextlib.contextmanager
     def eavesdrop(self, host: str) -> Iterator[Eavesdropper]:
@@ -345,15 +308,9 @@ class Lab:
         (POP3) removes each message after downloading it. The result holds the
         messages and the recorded transcript (see :mod:`smtplab.mailstore.retrieval`).
         """
-        if self.mailstore is None:
-            raise RuntimeError(
-                f"POP3/IMAP are not running ({self.mailstore_unavailable}); "
-                "start the lab with Lab(retrieval=True)"
-            )
-        if protocol not in ("imap", "pop3"):
-            raise ValueError(f"protocol must be 'imap' or 'pop3', not {protocol!r}")
         return self._client.fetch(
             self.mailstore,
+            self.mailstore_unavailable,
             address,
             protocol,
             password=password,
@@ -371,34 +328,15 @@ class Lab:
         server notices a client's goodbye a moment after the client does.
         """
 
-        def finished() -> list[WireLog]:
-            return [
-                log
-                for log in self.journal.logs()
-                if log.view == "server" and log.closed.is_set() and server in (None, log.server)
-            ]
-
         if at_least:
-            self.journal.wait_for(lambda _: len(finished()) >= at_least, timeout)
-        return [log.transcript() for log in finished()]
+            self.journal.wait_for(lambda _: len(self.journal.finished(server)) >= at_least, timeout)
+        return [log.transcript() for log in self.journal.finished(server)]
 
     def describe(self) -> dict[str, Any]:
         """The lab as data: the contract behind ``smtplab up --json`` (only add keys)."""
-        return {
-            "name": self.name,
-            "servers": [s.describe() for s in self.servers.values()]
-            + (self.mailstore.describe() if self.mailstore else []),
-            "users": [
-                {
-                    "address": u.address,
-                    "password": u.password,
-                    "maildir": str(self.maildirs[u.address].path),
-                }
-                for u in self.world.users
-            ],
-            "dns": {"host": self.dns_server.host, "port": self.dns_server.port},
-            "ca_cert": str(self.ca.cert_path),
-        }
+        servers, dns = self.servers.values(), (self.dns_server.host, self.dns_server.port)
+        users = self.world.users
+        return describe(self.name, servers, self.mailstore, users, self.maildirs, dns, self.ca)
 
     def _server_rows(self) -> tuple[list[Row], list[Row]]:
         return server_rows(self.servers.values(), self.mailstore)

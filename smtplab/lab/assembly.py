@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from smtplab.roles.handlers import RoleHandler, SubmissionHandler
 from smtplab.roles.relaying import RelayHandler, ReportingMailboxHandler
 from smtplab.senderauth.wiring import LabAuthenticity
 from smtplab.smtp.client import opportunistic_tls
+from smtplab.tls.ca import LabCA
 from smtplab.world import LOOPBACK, ROLES, ServerSpec, World
 
 #: Seconds a session may sit idle before the server closes it.
@@ -76,59 +78,62 @@ def zones(world: World) -> RecordStore:
     return store
 
 
-def outbound_queue(
-    spec: ServerSpec,
-    hop: Hop,
-    *,
-    root: Path,
-    maildirs: Mapping[str, Maildir],
-    journeys: JourneyBook,
-    journal: Recordings,
-    clock: LabClock,
-    policy: RetryPolicy,
-    client_tls: ssl.SSLContext,
-    auth: LabAuthenticity | None,
-) -> DeliveryQueue:
+@dataclass(frozen=True)
+class Parts:
+    """What every queue and server of a lab is built with (the lab's own, shared)."""
+
+    root: Path
+    maildirs: Mapping[str, Maildir]
+    journeys: JourneyBook
+    journal: Recordings
+    clock: LabClock
+    ca: LabCA
+    client_tls: ssl.SSLContext
+    auth: LabAuthenticity | None
+    authenticator: Callable[..., Any]
+    ports: Mapping[str, int]  # fixed ports by host; none: the OS picks
+
+
+def maildirs(world: World, root: Path) -> dict[str, Maildir]:
+    """A Maildir for every user of the world, under ``ROOT/mail/ADDRESS``."""
+    return {
+        user.address: Maildir(inside(root, "mail", user.address, field="user"))
+        for user in world.users
+    }
+
+
+def outbound_queue(spec: ServerSpec, hop: Hop, policy: RetryPolicy, parts: Parts) -> DeliveryQueue:
     """The outbound queue of one server, in ``ROOT/spool/HOST``."""
 
     def postmaster(address: str) -> Maildir:
         """A lab user's Maildir, or one on disk for an address that is no user (a queue's
         postmaster in a world without one): nothing handed to it is lost."""
-        return maildirs.get(address) or Maildir(root / "mail" / address)
+        return parts.maildirs.get(address) or Maildir(parts.root / "mail" / address)
 
+    auth = parts.auth
     return DeliveryQueue(
         spec.host,
-        Spool(inside(root, "spool", spec.host, field="host")),
+        Spool(inside(parts.root, "spool", spec.host, field="host")),
         hop,
-        journeys=journeys,
-        journal=journal,
-        clock=clock,
+        journeys=parts.journeys,
+        journal=parts.journal,
+        clock=parts.clock,
         postmaster=postmaster,
         policy=policy,
-        open_client=lambda client: opportunistic_tls(client, client_tls),
+        open_client=lambda client: opportunistic_tls(client, parts.client_tls),
         outgoing=auth.outgoing(spec.host) if auth else None,
         source_address=auth.address(spec.host) if auth else None,
     )
 
 
-def start_server(
-    spec: ServerSpec,
-    queue: DeliveryQueue,
-    *,
-    port: int,
-    tls: ssl.SSLContext,
-    maildirs: Mapping[str, Maildir],
-    journal: Recordings,
-    clock: LabClock,
-    auth: LabAuthenticity | None,
-    authenticator: Any,
-) -> LabServer:
+def start_server(spec: ServerSpec, queue: DeliveryQueue, parts: Parts) -> LabServer:
     """Start the server of ``spec``, as its role has it: TLS from the first byte or
-    STARTTLS, AUTH (checked by ``authenticator``), and the handler that stores mail in
-    ``maildirs``, passes it on through ``queue``, or both."""
+    STARTTLS, AUTH (checked by the parts' ``authenticator``), and the handler that stores
+    mail in the parts' ``maildirs``, passes it on through ``queue``, or both."""
     role = ROLES[spec.role]
+    tls, clock, auth = parts.ca.server_context(spec.host), parts.clock, parts.auth
     options: dict[str, Any] = {
-        "port": port,
+        "port": parts.ports.get(spec.host, 0),
         "enable_SMTPUTF8": True,
         "data_size_limit": MAX_MESSAGE_SIZE,
         "timeout": SESSION_TIMEOUT,
@@ -138,8 +143,8 @@ def start_server(
     elif role.starttls_offered:
         options.update(tls_context=tls)
     if role.auth_offered:
-        options.update(authenticator=authenticator)
-    mailboxes = {a: m for a, m in maildirs.items() if domain_of(a) in spec.domains}
+        options.update(authenticator=parts.authenticator)
+    mailboxes = {a: m for a, m in parts.maildirs.items() if domain_of(a) in spec.domains}
     handler: RoleHandler
     if role.final_delivery:
         handler = ReportingMailboxHandler(spec.host, set(spec.domains), mailboxes, clock, queue)
@@ -149,4 +154,4 @@ def start_server(
         handler = SubmissionHandler(spec.host, clock, queue)
     else:  # a relay: mail from anyone for its domains' known recipients, onward
         handler = RelayHandler(spec.host, clock, queue, set(spec.domains), mailboxes)
-    return LabServer(spec, handler, journal, **options)
+    return LabServer(spec, handler, parts.journal, **options)

@@ -14,6 +14,7 @@ import ssl
 from collections.abc import Mapping
 
 from smtplab.lab.accounts import Accounts
+from smtplab.lab.assembly import Parts
 from smtplab.lab.outgoing import Outgoing
 from smtplab.lab.routing import Router
 from smtplab.lab.sendresult import SendResult
@@ -21,15 +22,14 @@ from smtplab.lab.server import LabServer
 from smtplab.lab.submit import connect, submit
 from smtplab.mailstore.dovecot import Dovecot
 from smtplab.mailstore.retrieval import FetchResult, Protocol, TLSMode, fetch_mailbox
-from smtplab.record.journey import JourneyBook, Step
-from smtplab.record.recordings import Recordings
+from smtplab.record.journey import Step
 from smtplab.smtp.client import RecordingClient
 from smtplab.world import ROLES, mailstore_role
 
 
 class LabClient:
-    """The lab's mail program, named ``client_host``; ``context`` verifies the lab's
-    certificates on every SMTP connection."""
+    """The lab's mail program, named ``client_host``; the parts' ``client_tls`` verifies the
+    lab's certificates on every SMTP connection."""
 
     def __init__(
         self,
@@ -37,17 +37,15 @@ class LabClient:
         servers: Mapping[str, LabServer],
         router: Router,
         accounts: Accounts,
-        journal: Recordings,
-        journeys: JourneyBook,
-        context: ssl.SSLContext,
+        parts: Parts,
     ):
         self.client_host = client_host
         self.servers = servers
         self.router = router
         self.accounts = accounts
-        self.journal = journal
-        self.journeys = journeys
-        self.context = context
+        self.journal = parts.journal
+        self.journeys = parts.journeys
+        self.context = parts.client_tls
 
     def connect(self, host: str) -> RecordingClient:
         """A recorded connection to the lab server ``host`` (or to its wiretap)."""
@@ -101,7 +99,8 @@ class LabClient:
 
     def fetch(
         self,
-        mailstore: Dovecot,
+        mailstore: Dovecot | None,
+        unavailable: str | None,
         address: str,
         protocol: Protocol,
         *,
@@ -111,7 +110,14 @@ class LabClient:
         context: ssl.SSLContext,
     ) -> FetchResult:
         """Read ``address``'s inbox from ``mailstore``'s listener for ``protocol`` and
-        ``tls``, as a mail program does (see :meth:`smtplab.lab.Lab.fetch`)."""
+        ``tls``, as a mail program does (see :meth:`smtplab.lab.Lab.fetch`); without a
+        mailstore, a RuntimeError saying why there is none (``unavailable``)."""
+        if mailstore is None:
+            raise RuntimeError(
+                f"POP3/IMAP are not running ({unavailable}); start the lab with Lab(retrieval=True)"
+            )
+        if protocol not in ("imap", "pop3"):
+            raise ValueError(f"protocol must be 'imap' or 'pop3', not {protocol!r}")
         listener = mailstore.listeners[mailstore_role(protocol, implicit_tls=tls == "implicit")]
         return fetch_mailbox(
             listener.host,

@@ -1,4 +1,5 @@
-"""The lab's servers as a table: plain text for a terminal or a notebook, HTML for Jupyter.
+"""The lab's servers as a table: plain text for a terminal or a notebook, HTML for Jupyter,
+and the lab as data (:func:`describe`, the contract behind ``smtplab up --json``).
 
 One row per SMTP server and per POP3/IMAP listener (role, host, the domains it serves),
 with the lab DNS and the ports where a mail program needs them (``smtplab up``);
@@ -9,9 +10,12 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable
+from typing import Any
 
 from smtplab.lab.server import LabServer
 from smtplab.mailstore.dovecot import Dovecot
+from smtplab.mailstore.maildir import Maildir
+from smtplab.tls.ca import LabCA
 from smtplab.world import LOOPBACK, User
 
 #: (role, host, domains, port)
@@ -59,3 +63,26 @@ def html_table(title: str, smtp: list[Row], store: list[Row], users: Iterable[Us
         f"<b>{html.escape(title)}</b><table><tr><th>role</th><th>host</th>"
         f"<th>domains</th></tr>{rows}</table>users: {names}"
     )
+
+
+def describe(
+    name: str,
+    servers: Iterable[LabServer],
+    mailstore: Dovecot | None,
+    users: Iterable[User],
+    maildirs: dict[str, Maildir],
+    dns: tuple[str, int],
+    ca: LabCA,
+) -> dict[str, Any]:
+    """The lab as data, as ``smtplab up --json`` prints it: scripts rely on these keys, so
+    keys are only ever added."""
+    return {
+        "name": name,
+        "servers": [s.describe() for s in servers] + (mailstore.describe() if mailstore else []),
+        "users": [
+            {"address": u.address, "password": u.password, "maildir": str(maildirs[u.address].path)}
+            for u in users
+        ],
+        "dns": {"host": dns[0], "port": dns[1]},
+        "ca_cert": str(ca.cert_path),
+    }

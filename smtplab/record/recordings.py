@@ -118,6 +118,14 @@ class Recordings:
         with self._changed:
             return list(self._logs.values())
 
+    def finished(self, server: str | None = None) -> list[WireLog]:
+        """The connections the servers (``server``'s, or all) recorded and saw closed."""
+        return [
+            log
+            for log in self.logs()
+            if log.view == "server" and log.closed.is_set() and server in (None, log.server)
+        ]
+
     def other_end(self, log: WireLog, timeout: float = 10.0) -> WireLog:
         """The same connection as recorded by its other end, once that end has closed it."""
         view = "server" if log.view == "client" else "client"
