@@ -5,9 +5,11 @@ types that a :class:`Lab`'s attributes and methods return (``lab.dns`` is a
 :class:`RecordStore`, ``lab.journeys`` a :class:`JourneyBook`, ``lab.eavesdrop(...)`` yields an
 :class:`Eavesdropper`, ...), so code that keeps them can name their types. One module is
 exported whole, as a namespace: ``pipelining`` (chapter 10's ways of sending bulk mail).
-Everything else is internal and may move.
+Everything else is internal and may move. The module paths of smtplab 0.1 still import,
+with a DeprecationWarning, for one release (:mod:`smtplab.moved`).
 """
 
+from smtplab import moved
 from smtplab.dns.records import DNSQuery, RecordStore
 from smtplab.dns.route import PermanentRouteError, Route, RouteError, TemporaryRouteError
 from smtplab.dns.server import LabDNSServer
@@ -55,6 +57,8 @@ from smtplab.view.pictures import (
     tls_timeline_picture,
 )
 from smtplab.world import Domain, ServerSpec, User, World, default_world
+
+moved.install()
 
 __all__ = [
     "EXTENSIONS",

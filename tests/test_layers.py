@@ -18,7 +18,7 @@ _spec.loader.exec_module(import_graph)
 
 #: Lowest first. Layers on one line know nothing of each other.
 ORDER = [
-    {"errors"},
+    {"errors", "moved"},
     {"protocol"},
     {"paths", "world"},
     {"record"},
