@@ -7,7 +7,8 @@ Only imports at a module's top level count as dependencies. An import inside a f
 (the lab's ``ui()`` reaching up to the widgets, say) is deferred on purpose, and one under
 ``if TYPE_CHECKING:`` is for the type checker: both are listed as ``(lazy)`` and never make
 a cycle at import time. tests/test_layers.py checks the same
-graph: no cycles between modules, and every layer imports only the layers below it.
+graph: no cycles between modules, and every layer imports only the layers below it
+(:data:`ORDER`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "smtplab"
+
+#: The architecture (README, "How it works"), lowest first: a layer may import only the
+#: layers on the lines before its own; layers on one line know nothing of each other.
+ORDER = [
+    {"errors", "moved"},
+    {"protocol"},
+    {"paths", "world"},
+    {"record"},
+    {"dns", "tls"},
+    {"smtp"},
+    {"mailstore", "senderauth"},
+    {"queue"},
+    {"roles"},
+    {"view"},
+    {"lab"},
+    {"cli", "smtplab"},
+]
+RANK = {layer: rank for rank, layers in enumerate(ORDER) for layer in layers}
 
 
 def module_name(path: Path) -> str:
@@ -98,6 +117,17 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def upward(edges: dict[str, set[str]]) -> list[str]:
+    """Every import of a module from a layer not below its own (:data:`ORDER`)."""
+    return sorted(
+        f"{module} imports {target}"
+        for module, targets in edges.items()
+        for target in targets
+        if layer_of(target) != layer_of(module)
+        and RANK.get(layer_of(target), len(ORDER)) >= RANK.get(layer_of(module), -1)
+    )
+
+
 def layers(edges: dict[str, set[str]]) -> dict[str, set[str]]:
     """Layer → the other layers its modules import."""
     result: dict[str, set[str]] = defaultdict(set)
@@ -124,15 +154,18 @@ def main() -> None:
         for module in eager:
             counts[layer_of(module)] += 1
         eager_layers, lazy_layers = layers(eager), layers(lazy)
-        for layer in sorted(counts, key=lambda name: (len(eager_layers[name]), name)):
+        for layer in sorted(counts, key=lambda name: (RANK.get(name, len(ORDER)), name)):
             below = ", ".join(sorted(eager_layers[layer])) or "-"
             up = sorted(lazy_layers[layer] - eager_layers[layer])
             later = f"   (lazy: {', '.join(up)})" if up else ""
             print(f"{layer:<11} {counts[layer]:>2} modules  imports {below}{later}")
-    loops = cycles(eager)
+    loops, up = cycles(eager), upward(eager)
     print(f"cycles between modules: {len(loops)}")
     for loop in loops:
         print("    " + " → ".join(loop))
+    print(f"imports of a layer not below: {len(up)}")
+    for edge in up:
+        print(f"    {edge}")
 
 
 if __name__ == "__main__":

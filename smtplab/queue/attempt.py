@@ -25,14 +25,13 @@ from smtplab.queue.transfer import Sessions
 from smtplab.record.journey import JourneyBook, Step, StepKind
 from smtplab.record.wirelog import WireLog
 from smtplab.smtp.client import Outcome
+from smtplab.world import ROLES
 
 #: Route ``domain`` for the relay named ``local`` (which must not send to itself, §5.1).
 Resolve = Callable[[str, str], Route]
 Locate = Callable[[str], int | None]
 #: A lab host's role ("mx", "relay", "submission", ...), or None for a host outside the lab.
 RoleOf = Callable[[str], str | None]
-#: The lab roles whose own queue takes a message on (their journey steps follow).
-QUEUEING_ROLES = frozenset({"relay", "submission", "submissions"})
 
 
 @dataclass(frozen=True)
@@ -184,10 +183,11 @@ class Attempts:
         §5.2.2); otherwise the MX that delivers sends "delivered" itself (§5.2.3)."""
         notices = self.notices.notify(entry, "relayed", accepted)
         role = self.hop.role_of(host)
+        facts = ROLES[role] if role is not None else None  # None: a host the lab did not start
         addresses = _addresses(accepted)
-        if role == "mx":
+        if facts is not None and facts.final_delivery:
             self.step(entry, "delivered", f"{host} accepted it", addresses, notices=notices)
-        elif role in QUEUEING_ROLES:  # not final: that host's queue reports from here on
+        elif facts is not None and facts.forwards:  # that host's queue reports from here on
             text = f"{host} accepted it; its queue takes it on"
             self.step(entry, "note", text, addresses, notices=notices)
         else:
