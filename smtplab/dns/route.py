@@ -18,7 +18,7 @@ tell whether the domain exists (dnspython raises NoNameservers, as glibc's
 resolver reports "try again"), and RFC 5321 §5.1 queues on a temporary error.
 
 All DNS I/O is in `_ask`, one question at a time through the resolver it is given
-(the lab's, from `labdns.make_resolver`); `order_mx` is the pure ordering rule.
+(the lab's, from `smtplab.dns.server.make_resolver`); `order_mx` is the pure ordering rule.
 """
 
 from __future__ import annotations

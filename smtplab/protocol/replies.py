@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 An :class:`SMTPReply` is a reply code, an RFC 3463 enhanced status code and a text
 (which may name fields, such as ``{address}``); the table's replies also name the RFC
-sections that say so. (It is not :class:`smtplab.Reply`, the transcript's record of a
+sections that say so. (It is not :class:`smtplab.record.transcript.Reply`, the record of a
 reply seen on the wire, at a time, in answer to a command: this is the value itself,
 so that both can be used side by side without an alias.)
 The sessions (:mod:`smtplab.smtp.session`), the role handlers (:mod:`smtplab.roles.handlers`)
