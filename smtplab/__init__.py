@@ -9,6 +9,8 @@ Everything else is internal and may move. The module paths of smtplab 0.1 still 
 with a DeprecationWarning, for one release (:mod:`smtplab.moved`).
 """
 
+import sys
+
 from smtplab import moved
 from smtplab.dns.records import DNSQuery, RecordStore
 from smtplab.dns.route import PermanentRouteError, Route, RouteError, TemporaryRouteError
@@ -59,6 +61,8 @@ from smtplab.view.pictures import (
 from smtplab.world import Domain, ServerSpec, User, World, default_world
 
 moved.install()
+# The one module exported whole is also importable by its public name, as in 0.1.
+sys.modules["smtplab.pipelining"] = pipelining
 
 __all__ = [
     "EXTENSIONS",

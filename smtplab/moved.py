@@ -1,7 +1,7 @@
 """The module paths of smtplab 0.1, before the package was cut into layers, for one release.
 
 Code written against 0.1 imported ``from smtplab.tlsca import LabSMTP`` or
-``import smtplab.pipelining``; those modules now live in layer folders (README, "How it
+``from smtplab.labdns import RecordStore``; those modules now live in layer folders (README, "How it
 works"). This finder, appended to ``sys.meta_path`` by ``smtplab/__init__.py``, answers an
 old path with a module that finds each name in the modules that took over its job, and
 warns (DeprecationWarning) once per old module with where to import from instead. It only
@@ -42,7 +42,6 @@ MOVED: dict[str, tuple[str, ...]] = {
     "smtplab.mx": ("smtplab.dns.route",),
     "smtplab.outbound": ("smtplab.queue.delivery", "smtplab.queue.settle"),
     "smtplab.pictures": ("smtplab.view.pictures",),
-    "smtplab.pipelining": ("smtplab.smtp.pipelining",),
     "smtplab.printer": ("smtplab.cli.printer",),
     "smtplab.reader": ("smtplab.protocol.reader",),
     "smtplab.relaying": ("smtplab.roles.relaying",),

@@ -65,3 +65,24 @@ def test_protocol_the_old_module_is_now_a_package_that_forwards_its_rules(monkey
 def test_the_package_and_its_real_modules_warn_nothing():
     code = "import smtplab, smtplab.cli, smtplab.view.widgets, smtplab.protocol.rules"
     subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", code], check=True)
+
+
+def test_the_module_exported_whole_imports_by_its_public_name_without_a_warning():
+    """``smtplab.pipelining`` is public (chapter 10): ``import smtplab.pipelining`` gives the
+    same module as ``from smtplab import pipelining``, silently, and leaves the name alone."""
+    code = (
+        "import smtplab.pipelining as p, smtplab\n"
+        "from smtplab import pipelining\n"
+        "assert p is pipelining is smtplab.pipelining, p\n"
+        "assert p.__name__ == 'smtplab.smtp.pipelining', p.__name__\n"
+    )
+    subprocess.run([sys.executable, "-W", "error", "-c", code], check=True)
+
+
+def test_no_old_path_is_a_name_the_package_exports():
+    """Importing an old path sets it as an attribute of its parent: it must never be one of
+    the package's own names, or the old import would replace the real one."""
+    import smtplab
+
+    children = {old.split(".")[1] for old in moved.MOVED}
+    assert sorted(children & set(smtplab.__all__)) == []

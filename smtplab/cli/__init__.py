@@ -3,10 +3,11 @@
 ``smtplab up`` starts a lab (the default world, or one from ``--world FILE``),
 prints where each server listens and then every conversation as it finishes
 and every queue event as it happens (queued, attempt, retry, delivered,
-bounced, held ...), until Ctrl-C or SIGTERM. With ``--json`` the first line
+bounced, held ...), until Ctrl-C, SIGTERM or SIGHUP. With ``--json`` the first line
 printed is one JSON object (see :meth:`smtplab.lab.Lab.describe`, plus
 ``root`` and ``state``) that scripts and tests rely on, and every later line is
-one JSON object too, with an ``event`` key (``connection`` or ``queue``).
+one JSON object too, with an ``event`` key (``connection``, ``queue``, or ``dropped``
+when lines a slow reader missed were left out).
 ``up`` also writes the first line's JSON to ``ROOT/lab.json`` (the *state
 file*) and removes it when it stops. Unlike a notebook, a terminal lab dates
 headers with the real time (``--fixed-clock`` keeps the chapters' clock).

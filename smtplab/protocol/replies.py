@@ -188,9 +188,11 @@ LOGIN_PASSWORD_PROMPT = "Password:"
 
 # -- no route to a domain: what a queue reports (RFC 5321 §5.1; RFC 3463 §3.2, §3.5) -----------
 NOT_A_DOMAIN = SMTPReply(
-    553, "5.1.3", "{domain!r} is not a domain name ({why})", "RFC 5321 §5.1; RFC 3463 §3.2"
+    553, "5.1.3", "{domain!r} is not a domain name ({why})", "RFC 5321 §4.1.2; RFC 3463 §3.2"
 )
-NO_SUCH_DOMAIN = SMTPReply(550, "5.1.2", "Domain {domain} does not exist", "RFC 3463 §3.2")
+NO_SUCH_DOMAIN = SMTPReply(
+    550, "5.1.2", "Domain {domain} does not exist", "RFC 5321 §5.1; RFC 3463 §3.2"
+)
 NO_MX_NO_ADDRESS = SMTPReply(
     550, "5.1.2", "Domain {domain} has no MX and no A/AAAA records", "RFC 5321 §5.1; RFC 3463 §3.2"
 )
@@ -208,7 +210,10 @@ MX_LOOKUP_FAILED = SMTPReply(
     "RFC 5321 §5.1; RFC 3463 §3.5",
 )
 ADDRESS_LOOKUP_FAILED = SMTPReply(
-    451, "4.4.3", "DNS lookup of A/AAAA for {domain} failed; will retry", "RFC 3463 §3.5"
+    451,
+    "4.4.3",
+    "DNS lookup of A/AAAA for {domain} failed; will retry",
+    "RFC 5321 §5.1; RFC 3463 §3.5",
 )
 NO_MX_ADDRESS = SMTPReply(
     451,
