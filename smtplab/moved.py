@@ -66,7 +66,11 @@ MOVED: dict[str, tuple[str, ...]] = {
 }
 
 #: Names that changed with the move: old name → new name.
-RENAMED = {"WireJournal": "Recordings", "ServerReply": "SMTPReply"}
+RENAMED = {
+    "WireJournal": "Recordings",
+    "ServerReply": "SMTPReply",
+    "END_OF_DATA": "AT_END_OF_DATA",  # the fault point (smtplab.faults, smtplab.server)
+}
 
 
 def forwarding(old: str, homes: Sequence[str]) -> types.ModuleType:

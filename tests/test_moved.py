@@ -13,6 +13,7 @@ from smtplab import moved
 from smtplab.protocol.rules import parse_path
 from smtplab.record.recordings import Recordings
 from smtplab.smtp.client import LabSMTP
+from smtplab.smtp.faults import AT_END_OF_DATA
 from smtplab.view.widgets.compose import ComposeView
 
 
@@ -37,6 +38,7 @@ def test_an_old_path_imports_and_says_where_its_names_went(old, monkeypatch):
         ("smtplab.tlsca", "LabSMTP", LabSMTP),  # the path the README of 0.1 gave
         ("smtplab.journal", "WireJournal", Recordings),  # renamed on the way
         ("smtplab.widgets.compose", "ComposeView", ComposeView),
+        ("smtplab.faults", "END_OF_DATA", AT_END_OF_DATA),  # one of three, each named now
     ],
 )
 def test_an_old_name_is_the_new_object(old, name, now, monkeypatch):
@@ -58,6 +60,10 @@ def test_protocol_the_old_module_is_now_a_package_that_forwards_its_rules(monkey
     with pytest.warns(DeprecationWarning, match="smtplab.protocol.rules") as caught:
         from smtplab.protocol import parse_path as old
     assert old is parse_path and len(caught) == 1
+    monkeypatch.delitem(vars(protocol), "END_OF_DATA", raising=False)
+    with pytest.warns(DeprecationWarning, match="import DATA_TERMINATOR from"):
+        from smtplab.protocol import END_OF_DATA
+    assert END_OF_DATA == b"\r\n.\r\n"
     with pytest.raises(ImportError):
         from smtplab.protocol import no_such_rule  # noqa: F401
 
